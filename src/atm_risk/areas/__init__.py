@@ -1,0 +1,1 @@
+"""Area layers: boundaries with population, border lines, motorway access, police stations."""

@@ -1,0 +1,1 @@
+"""Cash machines: the ORM model, the canonical record, ingest profiles and services."""

@@ -1,0 +1,263 @@
+"""The ``atm-risk`` command."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+
+from atm_risk import migrate
+from atm_risk.app import Context
+from atm_risk.areas.service import ingest_area, list_layers
+from atm_risk.config import load_settings
+from atm_risk.ingest.errors import IngestError
+from atm_risk.ingest.report import IngestReport
+from atm_risk.ingest.run import ingest_atms, ingest_incidents
+from atm_risk.output import print_table, write_csv, write_json
+from atm_risk.risk.service import latest_run, ranking, run_scoring
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+db_app = typer.Typer(no_args_is_help=True, help="Schema migrations.")
+ingest_app = typer.Typer(no_args_is_help=True, help="Load ATMs, incidents and area layers.")
+areas_app = typer.Typer(no_args_is_help=True, help="Area layers.")
+app.add_typer(db_app, name="db")
+app.add_typer(ingest_app, name="ingest")
+app.add_typer(areas_app, name="areas")
+
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, soft_wrap=True)
+
+EXIT_REJECTED = 1  # some rows were rejected (valid ones written unless --strict)
+EXIT_USAGE = 2  # the input as a whole is unusable; nothing written
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    err.print(f"error: {message}", markup=False, highlight=False)
+    raise typer.Exit(code)
+
+
+@app.callback()
+def main_callback(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None, typer.Option(help="TOML settings file (else ATM_RISK_CONFIG).")
+    ] = None,
+) -> None:
+    """atm-risk: which cash machines are most likely to be attacked next."""
+    try:
+        settings = load_settings(config)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    ctx.obj = Context(settings=settings)
+    ctx.call_on_close(ctx.obj.close)
+
+
+def _context(ctx: typer.Context) -> Context:
+    obj = ctx.obj
+    assert isinstance(obj, Context)
+    return obj
+
+
+def _sessions(c: Context):  # type: ignore[no-untyped-def]
+    try:
+        return c.sessions
+    except migrate.SchemaNotReadyError as exc:
+        _fail(str(exc))
+
+
+# --- db -------------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+def db_upgrade(ctx: typer.Context, revision: str = "head") -> None:
+    """Create or upgrade the schema (Alembic) to REVISION (default: head)."""
+    c = _context(ctx)
+    migrate.upgrade(c.engine, revision)
+    out.print(f"database at revision {migrate.current_revision(c.engine)}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(ctx: typer.Context, revision: str) -> None:
+    """Downgrade the schema to REVISION ('base' drops every table)."""
+    c = _context(ctx)
+    migrate.downgrade(c.engine, revision)
+    out.print(f"database at revision {migrate.current_revision(c.engine)}")
+
+
+@db_app.command("current")
+def db_current(ctx: typer.Context) -> None:
+    """Show the schema revision of the database and of the code."""
+    c = _context(ctx)
+    out.print(f"database: {migrate.current_revision(c.engine)}  code: {migrate.head_revision()}")
+
+
+# --- ingest ---------------------------------------------------------------------------
+
+
+def _print_report(report: IngestReport) -> None:
+    lines = report.lines()
+    out.print(lines[0], markup=False, highlight=False)
+    for line in lines[1:]:
+        (err if line.startswith(("line ", "feature ")) else out).print(
+            line, markup=False, highlight=False
+        )
+    if report.rejections:
+        raise typer.Exit(EXIT_REJECTED)
+
+
+StrictOpt = Annotated[bool, typer.Option("--strict", help="Write nothing if any row is bad.")]
+
+
+@ingest_app.command("atms")
+def ingest_atms_cmd(
+    ctx: typer.Context,
+    path: Path,
+    profile: Annotated[str, typer.Option(help="canonical, geldmaat or lisbon")] = "canonical",
+    strict: StrictOpt = False,
+) -> None:
+    """Load cash machines from CSV, GeoJSON or GeoPackage (upsert by operator and atm_id)."""
+    c = _context(ctx)
+    try:
+        report = ingest_atms(_sessions(c), path=path, profile=profile, strict=strict, clock=c.clock)
+    except IngestError as exc:
+        _fail(str(exc))
+    _print_report(report)
+
+
+@ingest_app.command("incidents")
+def ingest_incidents_cmd(
+    ctx: typer.Context,
+    path: Path,
+    profile: Annotated[str, typer.Option(help="canonical, news or lisbon")] = "canonical",
+    feed: Annotated[
+        str | None, typer.Option(help="Source the ids belong to (default: profile or file name).")
+    ] = None,
+    strict: StrictOpt = False,
+) -> None:
+    """Load incidents (upsert by feed and incident_id)."""
+    c = _context(ctx)
+    try:
+        report = ingest_incidents(
+            _sessions(c), path=path, profile=profile, feed=feed, strict=strict, clock=c.clock
+        )
+    except IngestError as exc:
+        _fail(str(exc))
+    _print_report(report)
+
+
+@ingest_app.command("area")
+def ingest_area_cmd(ctx: typer.Context, name: str, path: Path, strict: StrictOpt = False) -> None:
+    """Load an area layer NAME from PATH, replacing the previous version atomically."""
+    c = _context(ctx)
+    try:
+        report = ingest_area(_sessions(c), name=name, path=path, clock=c.clock, strict=strict)
+    except IngestError as exc:
+        _fail(str(exc))
+    _print_report(report)
+
+
+@areas_app.command("list")
+def areas_list(ctx: typer.Context) -> None:
+    """List the stored area layers."""
+    c = _context(ctx)
+    with _sessions(c)() as session:
+        for layer in list_layers(session):
+            out.print(
+                f"{layer.name:<24} {layer.geometry_type:<16} {layer.n_features:>7} features "
+                f"({layer.n_repaired} repaired)  from {layer.source}",
+                markup=False,
+            )
+
+
+# --- scoring --------------------------------------------------------------------------
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        _fail(f"--as-of {value!r}: expected an ISO 8601 date or date-time")
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+@app.command()
+def score(
+    ctx: typer.Context,
+    as_of: Annotated[
+        str | None, typer.Option(help="Score as of this time (ISO 8601, UTC if no offset).")
+    ] = None,
+) -> None:
+    """Score every active machine and publish the run when complete."""
+    c = _context(ctx)
+    run = run_scoring(_sessions(c), settings=c.settings, clock=c.clock, as_of=_parse_time(as_of))
+    out.print(f"run {run.id}: scored {run.n_scored} machines as of {run.as_of.isoformat()}")
+
+
+class Format(StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+@app.command()
+def rank(
+    ctx: typer.Context,
+    top: Annotated[int | None, typer.Option(min=1, help="Only the first N machines.")] = 20,
+    all_: Annotated[bool, typer.Option("--all", help="Every machine.")] = False,
+    fmt: Annotated[Format, typer.Option("--format")] = Format.table,
+    output: Annotated[
+        Path | None, typer.Option(help="Write to this file instead of stdout.")
+    ] = None,
+) -> None:
+    """Show the latest published ranking with the reasons for each score."""
+    c = _context(ctx)
+    with _sessions(c)() as session:
+        run = latest_run(session)
+        if run is None:
+            _fail("no published scoring run yet: run `atm-risk score` first", 1)
+        items = ranking(session, run, top=None if all_ else top)
+    if fmt is Format.table:
+        print_table(items, run, out)
+        return
+    writer = write_csv if fmt is Format.csv else write_json
+    if output is None:
+        writer(items, run, sys.stdout)
+        return
+    tmp = output.with_name(output.name + ".tmp")
+    with tmp.open("w", encoding="utf-8", newline="") as fh:
+        writer(items, run, fh)
+    tmp.replace(output)
+    out.print(f"wrote {len(items)} machines to {output}")
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    out_dir: Annotated[Path, typer.Option("--out")] = Path("out/demo"),
+    database: Annotated[Path, typer.Option(help="SQLite file the demo creates afresh.")] = Path(
+        "var/demo.sqlite3"
+    ),
+) -> None:
+    """Run the main job end to end on the shipped data in a fresh SQLite database."""
+    from atm_risk.demo import _fresh_sqlite, run_demo
+
+    c = _context(ctx)
+    demo_ctx = Context(
+        settings=c.settings.model_copy(update={"database_url": _fresh_sqlite(database)}),
+        clock=c.clock,
+    )
+    try:
+        run_demo(demo_ctx, out_dir=out_dir, console=out)
+    finally:
+        demo_ctx.close()
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,94 @@
+"""All settings of atm-risk in one place.
+
+One :class:`Settings` object is built at the edge (the CLI, the API factory, a test) and
+passed explicitly to whatever needs it; nothing reads the environment at import time.
+
+Sources, highest priority first: keyword arguments, environment variables with the prefix
+``ATM_RISK_`` (for example ``ATM_RISK_DATABASE_URL``), a TOML file named by
+``ATM_RISK_CONFIG`` or passed as ``config_file``, then the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_DATABASE_URL = "sqlite:///var/atm-risk.sqlite3"
+
+
+class Settings(BaseSettings):
+    """Every setting with its default. See docs/OPERATIONS.md for the reference table."""
+
+    model_config = SettingsConfigDict(env_prefix="ATM_RISK_", extra="forbid")
+
+    database_url: str = Field(
+        DEFAULT_DATABASE_URL,
+        description="SQLAlchemy URL. Default: a SQLite file under var/ (relative to the "
+        "working directory). Production: postgresql+psycopg://user@host/db.",
+    )
+    data_dir: Path = Field(Path("data"), description="Folder of the shipped data.")
+    metric_crs: str = Field(
+        "EPSG:3035",
+        description="Projected metric CRS for distances and buffers (ETRS89-LAEA: NL/DE/BE).",
+    )
+    default_loss_eur: float = Field(
+        100_000.0,
+        description="All-in loss per attack when a machine has no figure (DOMAIN.md: "
+        "German all-in damage about EUR 77k-220k per attack).",
+    )
+    # Transparent baseline score (issue 2): incident exposure with distance and time decay.
+    baseline_spatial_bandwidth_m: float = Field(
+        10_000.0, description="Spatial e-folding distance of the baseline exposure kernel."
+    )
+    baseline_half_life_days: float = Field(
+        365.0, description="Half-life of an incident's weight in the baseline exposure."
+    )
+    location_uncertainty_m: dict[str, float] = Field(
+        default_factory=lambda: {
+            "exact": 0.0,
+            "address": 50.0,
+            "municipality": 5_000.0,
+        },
+        description="Standard location error assumed per geocode precision; it widens the "
+        "spatial kernel so that municipality-level incidents never count as exact.",
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls)  # reads model_config["toml_file"]
+        return (init_settings, env_settings, toml)
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings from overrides, the environment and an optional TOML file.
+
+    ``config_file`` takes the place of ``ATM_RISK_CONFIG``; a named file that does not exist
+    is an error, never a silent fall-back to the defaults.
+    """
+    if config_file is None and os.environ.get("ATM_RISK_CONFIG"):
+        config_file = Path(os.environ["ATM_RISK_CONFIG"])
+    if config_file is None:
+        return Settings(**overrides)
+    if not config_file.is_file():
+        raise FileNotFoundError(f"configuration file not found: {config_file}")
+
+    class _SettingsFromFile(Settings):
+        model_config = SettingsConfigDict(toml_file=config_file)
+
+    return _SettingsFromFile(**overrides)

@@ -1,0 +1,54 @@
+"""CRS helpers: projection to a metric CRS, UTM zone choice, and CRS checks.
+
+Coordinates are stored as WGS84 lon/lat; every distance is computed after projecting to a
+metric CRS (settings.metric_crs, default EPSG:3035).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+import numpy.typing as npt
+from pyproj import CRS, Transformer
+
+WGS84 = "EPSG:4326"
+FloatArray = npt.NDArray[np.float64]
+
+
+class CRSMismatchError(ValueError):
+    """Two spatial inputs that must share a CRS do not."""
+
+
+@lru_cache(maxsize=32)
+def _transformer(src: str, dst: str) -> Transformer:
+    return Transformer.from_crs(src, dst, always_xy=True)
+
+
+def project(
+    lon: npt.ArrayLike, lat: npt.ArrayLike, crs: str, *, source_crs: str = WGS84
+) -> tuple[FloatArray, FloatArray]:
+    """Project lon/lat (degrees) to ``crs``; returns x, y arrays in that CRS's units."""
+    if not CRS.from_user_input(crs).is_projected:
+        raise CRSMismatchError(f"{crs} is not a projected CRS; distances need metres")
+    x, y = _transformer(source_crs, crs).transform(
+        np.asarray(lon, dtype=float), np.asarray(lat, dtype=float)
+    )
+    return np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+
+
+def utm_crs_for(lon: float, lat: float) -> str:
+    """The UTM zone CRS (WGS84 datum) for a point, e.g. the centre of a data set's bbox."""
+    if not (-180 <= lon <= 180 and -84 <= lat <= 84):
+        raise ValueError(f"no UTM zone for lon={lon}, lat={lat}")
+    zone = min(math.floor((lon + 180) / 6) + 1, 60)
+    return f"EPSG:{32600 + zone if lat >= 0 else 32700 + zone}"
+
+
+def check_same_crs(left: object, right: object, *, what: str) -> None:
+    """Raise :class:`CRSMismatchError` unless both CRS are the same (None is refused)."""
+    if left is None or right is None:
+        raise CRSMismatchError(f"{what}: a side has no CRS (left={left}, right={right})")
+    if not CRS.from_user_input(left).equals(CRS.from_user_input(right)):
+        raise CRSMismatchError(f"{what}: CRS differ: {left} vs {right}; reproject one side first")

@@ -1,0 +1,1 @@
+"""Attacks on cash machines: the ORM model, the canonical record, ingest profiles."""

@@ -1,0 +1,63 @@
+"""Upsert by source key: one helper for every table that is ingested from files."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from atm_risk.db import Base
+
+
+@dataclass(frozen=True)
+class UpsertCounts:
+    inserted: int
+    updated: int
+    unchanged: int
+
+
+def upsert_rows(
+    session: Session,
+    model: type[Base],
+    *,
+    key: Sequence[str],
+    rows: Sequence[dict[str, Any]],
+    now: datetime,
+) -> UpsertCounts:
+    """Insert new rows and update changed ones, matched on ``key`` (a unique constraint).
+
+    Existing rows are looked up by the first key column, so ``key[0]`` should be the
+    coarse one (operator, feed). ``created_at``/``updated_at`` are maintained here.
+    Nothing is committed: the caller owns the transaction.
+    """
+    if not rows:
+        return UpsertCounts(0, 0, 0)
+    first = getattr(model, key[0])
+    scope = {r[key[0]] for r in rows}
+    existing = {
+        tuple(getattr(obj, k) for k in key): obj
+        for obj in session.scalars(select(model).where(first.in_(scope)))
+    }
+    inserted = updated = unchanged = 0
+    for row in rows:
+        obj = existing.get(tuple(row[k] for k in key))
+        if obj is None:
+            session.add(model(**row, created_at=now, updated_at=now))
+            inserted += 1
+            continue
+        changed = False
+        for name, value in row.items():
+            if getattr(obj, name) != value:
+                setattr(obj, name, value)
+                changed = True
+        if changed:
+            obj.updated_at = now  # type: ignore[attr-defined]
+            updated += 1
+        else:
+            unchanged += 1
+    session.flush()
+    return UpsertCounts(inserted, updated, unchanged)

@@ -1,0 +1,1 @@
+"""Risk scoring: runs and scores, the transparent baseline, later the model and backtests."""

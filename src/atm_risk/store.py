@@ -1,0 +1,21 @@
+"""Every ORM model, imported once so that ``Base.metadata`` is complete (Alembic, tests)."""
+
+from atm_risk.areas.models import AreaFeature, AreaLayer
+from atm_risk.atms.models import Atm
+from atm_risk.db import Base
+from atm_risk.incidents.models import Incident
+from atm_risk.risk.models import RiskRun, RiskScore
+from atm_risk.tenancy.models import Operator
+
+metadata = Base.metadata
+
+__all__ = [
+    "AreaFeature",
+    "AreaLayer",
+    "Atm",
+    "Incident",
+    "Operator",
+    "RiskRun",
+    "RiskScore",
+    "metadata",
+]

@@ -1,0 +1,1 @@
+"""Operators (banks, ATM networks) and, later, principals and API keys."""

@@ -1,0 +1,35 @@
+"""`atm-risk demo` end to end on the shipped data (what `make demo` runs)."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from atm_risk.cli import app
+from tests.conftest import DATA
+
+
+def test_demo_writes_a_ranking_row_for_every_machine(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app,
+        ["demo", "--out", str(out), "--database", str(tmp_path / "demo.sqlite3")],
+        env={"ATM_RISK_DATA_DIR": str(DATA)},
+    )
+    assert result.exit_code == 0, result.output
+    assert "accepted 3559, rejected 0" in result.output
+    with (out / "ranking.csv").open(encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    with gzip.open(DATA / "geldmaat_atm_locations_nl/geldmaat_locations.csv.gz", "rt") as fh:
+        geldmaat_ids = {r["location_id"] for r in csv.DictReader(fh)}
+    ranked_geldmaat = {r["atm_id"] for r in rows if r["operator"] == "Geldmaat"}
+    assert ranked_geldmaat == geldmaat_ids
+    assert len(rows) == 3559 + 723
+    assert [int(r["rank"]) for r in rows] == list(range(1, len(rows) + 1))
+    scores = [float(r["score"]) for r in rows]
+    assert scores == sorted(scores, reverse=True)
+    assert all(r["reasons"] for r in rows)
+    assert not (out / "ranking.csv.tmp").exists()
