@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import shapely
 from pyproj import CRS, Transformer
 from shapely.geometry.base import BaseGeometry
@@ -87,6 +88,11 @@ def _read_bytes(path: Path) -> bytes:
 def _has_undecodable(text: str) -> bool:
     """True when ``text`` holds bytes that were not valid UTF-8 (kept as surrogates)."""
     return any("\udc80" <= ch <= "\udcff" for ch in text)
+
+
+def _has_nul(values: dict[str, Any]) -> bool:
+    """True when a text value holds NUL, which PostgreSQL text columns cannot store."""
+    return any(isinstance(v, str) and "\x00" in v for v in values.values())
 
 
 def _clean(value: str) -> str | None:
@@ -177,13 +183,9 @@ def _to_wgs84(geometry: BaseGeometry, crs: CRS) -> BaseGeometry:
     if crs.equals(WGS84, ignore_axis_order=True) or crs.to_string() == "OGC:CRS84":
         return geometry
     transformer = Transformer.from_crs(crs, WGS84, always_xy=True)
-    return shapely.transform(geometry, lambda xy: _stack(transformer.transform(xy[:, 0], xy[:, 1])))
-
-
-def _stack(xy: tuple[Any, Any]) -> Any:
-    import numpy as np
-
-    return np.column_stack(xy)
+    return shapely.transform(
+        geometry, lambda xy: np.column_stack(transformer.transform(xy[:, 0], xy[:, 1]))
+    )
 
 
 def _read_geojson(path: Path) -> Source:
@@ -229,6 +231,9 @@ def _read_geojson(path: Path) -> Source:
                     source.unreadable.append(Rejection(location, f"invalid geometry: {exc}"))
                     continue
             values = {str(k): (_clean(v) if isinstance(v, str) else v) for k, v in props.items()}
+            if _has_nul(values):
+                source.unreadable.append(Rejection(location, "contains a NUL character"))
+                continue
             yield SourceRow(location, values, geometry)
 
     source.rows = rows()
@@ -258,6 +263,11 @@ def _read_gpkg(path: Path) -> Source:
                 for k, v in record.items()
             }
             values = {k: (_clean(v) if isinstance(v, str) else v) for k, v in values.items()}
+            if _has_nul(values):
+                source.unreadable.append(Rejection(f"feature {n}", "contains a NUL character"))
+                continue
             yield SourceRow(f"feature {n}", values, geom if geom is not None else None)
 
-    return Source(path=path, format="gpkg", columns=columns, crs=crs.to_string(), rows=rows())
+    source = Source(path=path, format="gpkg", columns=columns, crs=crs.to_string(), rows=iter(()))
+    source.rows = rows()
+    return source
