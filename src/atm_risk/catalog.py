@@ -16,9 +16,14 @@ class ShippedFile:
     profile: str | None = None  # ATMs and incidents
     layer: str | None = None  # area layers
     in_demo: bool = True
+    join: str | None = None  # area layers: a CSV of attributes to add (relative path)
+    join_on: str | None = None  # "LAYER_PROPERTY=CSV_COLUMN"
 
     def resolve(self, data_dir: Path) -> Path:
         return data_dir / self.path
+
+    def resolve_join(self, data_dir: Path) -> Path | None:
+        return data_dir / self.join if self.join else None
 
 
 SHIPPED: tuple[ShippedFile, ...] = (
@@ -46,10 +51,15 @@ SHIPPED: tuple[ShippedFile, ...] = (
         "atm_attacks_lisbon_trespass/freguesias_lisbon.geojson.gz",
         layer="pt_lisbon_parishes",
     ),
-    # Large layers, loaded by the feature engine when it needs them, not by the demo.
     ShippedFile(
-        "area", "de_admin_bkg_vg5000/gemeinden.geojson.gz", layer="de_municipalities", in_demo=False
+        "area",
+        "de_admin_bkg_vg5000/gemeinden.geojson.gz",
+        layer="de_municipalities",
+        join="de_population_zensus2022/gemeinden_population_zensus2022.csv.gz",
+        join_on="AGS=ags",
     ),
+    # Not in the demo: 424k points take ~15 s to load and the demo's machines are Dutch
+    # (the Dutch VILD layer has the first motorway exits across the border); out of scope.
     ShippedFile(
         "area",
         "de_motorway_osm_nodes/de_motorway_nodes.csv.gz",

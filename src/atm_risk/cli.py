@@ -151,11 +151,24 @@ def ingest_incidents_cmd(
 
 
 @ingest_app.command("area")
-def ingest_area_cmd(ctx: typer.Context, name: str, path: Path, strict: StrictOpt = False) -> None:
+def ingest_area_cmd(
+    ctx: typer.Context,
+    name: str,
+    path: Path,
+    strict: StrictOpt = False,
+    join: Annotated[
+        Path | None, typer.Option(help="CSV of attributes to add to the features.")
+    ] = None,
+    on: Annotated[
+        str | None, typer.Option(help="Join key: LAYER_PROPERTY=CSV_COLUMN (e.g. AGS=ags).")
+    ] = None,
+) -> None:
     """Load an area layer NAME from PATH, replacing the previous version atomically."""
     c = _context(ctx)
     try:
-        report = ingest_area(_sessions(c), name=name, path=path, clock=c.clock, strict=strict)
+        report = ingest_area(
+            _sessions(c), name=name, path=path, clock=c.clock, strict=strict, join=join, join_on=on
+        )
     except IngestError as exc:
         _fail(str(exc))
     _print_report(report)

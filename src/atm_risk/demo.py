@@ -46,7 +46,14 @@ def run_demo(ctx: Context, *, out_dir: Path, console: Console, top: int = 10) ->
             )
         else:
             assert item.layer is not None
-            report = ingest_area(ctx.sessions, name=item.layer, path=path, clock=ctx.clock)
+            report = ingest_area(
+                ctx.sessions,
+                name=item.layer,
+                path=path,
+                clock=ctx.clock,
+                join=item.resolve_join(data_dir),
+                join_on=item.join_on,
+            )
         label = item.layer or f"{item.kind} ({item.profile})"
         console.print(f"ingest {label:<28} {report.summary_line()}  [dim]{item.path}[/dim]")
         for rejection in report.rejections[:5]:

@@ -2,44 +2,40 @@
 
 from __future__ import annotations
 
+import math
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
+import numpy as np
+import numpy.typing as npt
 import shapely
 from shapely.geometry.base import BaseGeometry
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from atm_risk.areas.models import AreaFeature, AreaLayer
 from atm_risk.clock import Clock
-from atm_risk.db import transaction
+from atm_risk.db import Base, transaction
 from atm_risk.ingest.errors import IngestError
-from atm_risk.ingest.readers import SourceRow, read_source
+from atm_risk.ingest.readers import Source, read_source
 from atm_risk.ingest.report import IngestReport, Rejection
 
 _LAYER_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _LAT_COLUMNS = ("lat", "latitude", "y")
 _LON_COLUMNS = ("lon", "lng", "longitude", "x")
+_TYPE_NAMES = {
+    0: "Point",
+    1: "LineString",
+    2: "LineString",
+    3: "Polygon",
+    4: "Point",
+    5: "LineString",
+    6: "Polygon",
+    7: "GeometryCollection",
+}
 _NAME_COLUMNS = ("name", "gemeente", "GEN", "provincie", "postcode", "nome", "precinct")
-
-
-@dataclass
-class _Feature:
-    location: str
-    geometry: BaseGeometry
-    properties: dict[str, Any]
-    repaired: bool
-
-
-def _point_from_columns(row: SourceRow, lat_col: str, lon_col: str) -> BaseGeometry:
-    try:
-        lat, lon = float(row.values[lat_col]), float(row.values[lon_col])
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{lat_col}/{lon_col}: not numbers") from exc
-    return shapely.Point(lon, lat)
 
 
 def _first(columns: list[str], candidates: tuple[str, ...]) -> str | None:
@@ -47,68 +43,152 @@ def _first(columns: list[str], candidates: tuple[str, ...]) -> str | None:
     return next((lower[c.lower()] for c in candidates if c.lower() in lower), None)
 
 
-def _check_feature(location: str, geometry: BaseGeometry | None) -> tuple[BaseGeometry, bool]:
-    if geometry is None or geometry.is_empty:
-        raise ValueError("no geometry")
-    minx, miny, maxx, maxy = geometry.bounds
-    if not (-180 <= minx <= maxx <= 180 and -90 <= miny <= maxy <= 90):
-        raise ValueError(
-            f"coordinates outside WGS84 range (bounds {minx:.0f}, {miny:.0f}, {maxx:.0f}, "
-            f"{maxy:.0f}): projected coordinates without a declared CRS?"
-        )
-    if geometry.is_valid:
-        return geometry, False
+def _float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _geometries(
+    source: Source, lat_col: str | None, lon_col: str | None
+) -> tuple[list[str], list[dict[str, Any]], npt.NDArray[Any]]:
+    """Locations, properties and geometries (points built vectorised for CSV layers)."""
+    locations: list[str] = []
+    properties: list[dict[str, Any]] = []
+    geoms: list[BaseGeometry | None] = []
+    lats: list[float] = []
+    lons: list[float] = []
+    for row in source.rows:
+        locations.append(row.location)
+        if lat_col and lon_col:
+            values = dict(row.values)  # the point geometry carries lat/lon from here on
+            lats.append(_float(values.pop(lat_col, None)))
+            lons.append(_float(values.pop(lon_col, None)))
+            properties.append(values)
+        else:
+            properties.append(row.values)
+            geoms.append(row.geometry)
+    if lat_col and lon_col:
+        return locations, properties, shapely.points(np.asarray(lons), np.asarray(lats))
+    return locations, properties, np.asarray(geoms, dtype=object)
+
+
+def _repair(geometry: BaseGeometry) -> BaseGeometry:
     repaired = shapely.make_valid(geometry)
     if geometry.geom_type in {"Polygon", "MultiPolygon"}:
         # make_valid can return a collection with slivers of lower dimension; keep the area.
         polys = [g for g in getattr(repaired, "geoms", [repaired]) if g.area > 0]
         repaired = shapely.unary_union(polys)
-    return repaired, True
+    return repaired
+
+
+def _join_attributes(
+    properties: list[dict[str, Any]], join: Path, on: str
+) -> tuple[int, list[str]]:
+    """Add the columns of the CSV ``join`` to each feature's properties, matched on ``on``.
+
+    ``on`` is ``LEFT=RIGHT`` (layer property = CSV column) or one name used for both.
+    Returns the number of features without a match and the joined column names.
+    """
+    left, _, right = on.partition("=")
+    right = right or left
+    table = read_source(join)
+    if right not in table.columns:
+        raise IngestError(f"{join}: no column {right!r} to join on")
+    lookup: dict[str, dict[str, Any]] = {}
+    for row in table.rows:
+        key = row.values.get(right)
+        if key is not None:
+            lookup[str(key)] = {k: v for k, v in row.values.items() if k != right}
+    if table.unreadable:
+        raise IngestError(f"{join}: unreadable rows, first: {table.unreadable[0]}")
+    unmatched = 0
+    for props in properties:
+        extra = lookup.get(str(props.get(left)))
+        if extra is None:
+            unmatched += 1
+            continue
+        for k, v in extra.items():
+            props.setdefault(k, v)
+    return unmatched, [c for c in table.columns if c != right]
 
 
 def ingest_area(
-    sessions: sessionmaker[Session], *, name: str, path: Path, clock: Clock, strict: bool = False
+    sessions: sessionmaker[Session],
+    *,
+    name: str,
+    path: Path,
+    clock: Clock,
+    strict: bool = False,
+    join: Path | None = None,
+    join_on: str | None = None,
 ) -> IngestReport:
     """Load ``path`` as layer ``name``, replacing any previous version in one transaction.
 
     CSV files need lat/lon (or latitude/longitude) columns and give points. Invalid
-    polygons are repaired with ``make_valid`` and counted.
+    geometries are repaired with ``make_valid`` and counted. ``join``/``join_on`` add the
+    columns of a CSV table (e.g. population by municipality key) to the features.
     """
     if not _LAYER_NAME.match(name):
         raise IngestError(f"layer name {name!r}: use lower-case letters, digits and '_'")
+    if (join is None) != (join_on is None):
+        raise IngestError("--join and --on go together")
     source = read_source(path)
     lat_col = lon_col = None
     if source.format == "csv":
-        lat_col, lon_col = (
-            _first(source.columns, _LAT_COLUMNS),
-            _first(source.columns, _LON_COLUMNS),
-        )
+        lat_col = _first(source.columns, _LAT_COLUMNS)
+        lon_col = _first(source.columns, _LON_COLUMNS)
         if lat_col is None or lon_col is None:
             raise IngestError(f"{path}: a CSV layer needs lat and lon columns")
     name_col = _first(source.columns, _NAME_COLUMNS)
 
-    features: list[_Feature] = []
-    rejections: list[Rejection] = []
-    for row in source.rows:
-        try:
-            geom = row.geometry
-            if lat_col and lon_col:
-                geom = _point_from_columns(row, lat_col, lon_col)
-            geom, repaired = _check_feature(row.location, geom)
-        except ValueError as exc:
-            rejections.append(Rejection(row.location, str(exc)))
-            continue
-        features.append(_Feature(row.location, geom, row.values, repaired))
-    rejections.extend(source.unreadable)
-    report = IngestReport(source=str(path), accepted=len(features), rejections=rejections)
-    if features and sum("WGS84 range" in r.reason for r in rejections) > len(features):
+    locations, properties, geoms = _geometries(source, lat_col, lon_col)
+    rejections: list[Rejection] = list(source.unreadable)
+    missing = shapely.is_missing(geoms) | shapely.is_empty(geoms)
+    bounds = shapely.bounds(geoms)  # NaN for missing/empty
+    with np.errstate(invalid="ignore"):
+        in_range = (
+            (bounds[:, 0] >= -180)
+            & (bounds[:, 2] <= 180)
+            & (bounds[:, 1] >= -90)
+            & (bounds[:, 3] <= 90)
+        )
+    for i in np.flatnonzero(missing):
+        why = f"{lat_col}/{lon_col}: not numbers" if lat_col else "no geometry"
+        rejections.append(Rejection(locations[i], why))
+    out_of_range = np.flatnonzero(~missing & ~in_range)
+    for i in out_of_range:
+        b = bounds[i]
+        rejections.append(
+            Rejection(
+                locations[i],
+                f"coordinates outside WGS84 range (bounds {b[0]:.0f}, {b[1]:.0f}, {b[2]:.0f}, "
+                f"{b[3]:.0f}): projected coordinates without a declared CRS?",
+            )
+        )
+    keep = np.flatnonzero(~missing & in_range)
+    if len(out_of_range) > len(keep):
         raise IngestError(
             f"{path}: most coordinates are outside the WGS84 range; the file's CRS is "
             "probably projected but not declared"
         )
-    if (strict and rejections) or not features:
+    rejections.sort(key=lambda r: int(r.location.split()[-1]))
+    report = IngestReport(source=str(path), accepted=len(keep), rejections=rejections)
+    if (strict and rejections) or not len(keep):
         return report
-    kinds = sorted({f.geometry.geom_type.removeprefix("Multi") for f in features})
+
+    kept = geoms[keep]
+    invalid = np.flatnonzero(~shapely.is_valid(kept))
+    for i in invalid:
+        kept[i] = _repair(kept[i])
+    kept_props = [properties[i] for i in keep]
+    if join is not None and join_on is not None:
+        unmatched, _ = _join_attributes(kept_props, join, join_on)
+        report.notes.append(f"{unmatched} feature(s) without a matching row in {join}")
+    kept_bounds = shapely.bounds(kept)
+    wkb = shapely.to_wkb(kept)
+    kinds = sorted({_TYPE_NAMES[int(t)] for t in np.unique(shapely.get_type_id(kept))})
     now = clock.now()
     with transaction(sessions) as session:
         session.execute(delete(AreaLayer).where(AreaLayer.name == name))
@@ -117,32 +197,38 @@ def ingest_area(
             name=name,
             geometry_type="/".join(kinds),
             source_crs=source.crs,
-            source=str(path),
-            n_features=len(features),
-            n_repaired=sum(f.repaired for f in features),
+            source=str(path) + (f" + {join} on {join_on}" if join else ""),
+            n_features=len(kept),
+            n_repaired=len(invalid),
             loaded_at=now,
         )
         session.add(layer)
         session.flush()
-        session.add_all(
-            AreaFeature(
-                layer_id=layer.id,
-                feature_no=i,
-                name=str(f.properties.get(name_col))
-                if name_col and f.properties.get(name_col) is not None
-                else None,
-                properties=_jsonable(f.properties),
-                geometry_wkb=shapely.to_wkb(f.geometry),
-                minx=f.geometry.bounds[0],
-                miny=f.geometry.bounds[1],
-                maxx=f.geometry.bounds[2],
-                maxy=f.geometry.bounds[3],
-            )
-            for i, f in enumerate(features, start=1)
-        )
-    report.inserted = len(features)
+        rows = [
+            {
+                "layer_id": layer.id,
+                "feature_no": n,
+                "name": _name(props, name_col),
+                "properties": _jsonable(props),
+                "geometry_wkb": wkb[n - 1],
+                "minx": float(kept_bounds[n - 1, 0]),
+                "miny": float(kept_bounds[n - 1, 1]),
+                "maxx": float(kept_bounds[n - 1, 2]),
+                "maxy": float(kept_bounds[n - 1, 3]),
+            }
+            for n, props in enumerate(kept_props, start=1)
+        ]
+        table = Base.metadata.tables[AreaFeature.__tablename__]
+        for chunk in range(0, len(rows), 20_000):
+            session.connection().execute(insert(table), rows[chunk : chunk + 20_000])
+    report.inserted = len(kept)
     report.written = True
     return report
+
+
+def _name(props: dict[str, Any], column: str | None) -> str | None:
+    value = props.get(column) if column else None
+    return None if value is None else str(value)[:200]
 
 
 def _jsonable(values: dict[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import gzip
 import io
 import json
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,9 +86,12 @@ def _read_bytes(path: Path) -> bytes:
         raise IngestError(f"{path}: cannot read file: {exc}") from exc
 
 
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
+
+
 def _has_undecodable(text: str) -> bool:
     """True when ``text`` holds bytes that were not valid UTF-8 (kept as surrogates)."""
-    return any("\udc80" <= ch <= "\udcff" for ch in text)
+    return _UNDECODABLE.search(text) is not None
 
 
 def _has_nul(values: dict[str, Any]) -> bool:
@@ -125,6 +129,9 @@ def _read_csv(path: Path) -> Source:
         raise IngestError(f"{path}: line 1: duplicate column(s) {', '.join(dupes)}")
 
     source = Source(path=path, format="csv", columns=columns, crs="EPSG:4326", rows=iter(()))
+    # Per-row checks only when the file holds something to find (most files hold neither).
+    check_encoding = _has_undecodable(text)
+    check_nul = "\x00" in text
 
     def rows() -> Iterator[SourceRow]:
         last_line = reader.line_num
@@ -144,10 +151,10 @@ def _read_csv(path: Path) -> Source:
             if not record or all(not f.strip() for f in record):
                 continue  # blank line
             location = f"line {start}"
-            if any(_has_undecodable(f) for f in record):
+            if check_encoding and any(_has_undecodable(f) for f in record):
                 source.unreadable.append(Rejection(location, "not valid UTF-8 text"))
                 continue
-            if any("\x00" in f for f in record):
+            if check_nul and any("\x00" in f for f in record):
                 # Python >= 3.11's csv accepts NUL as data; PostgreSQL text cannot hold it.
                 source.unreadable.append(Rejection(location, "contains a NUL byte"))
                 continue

@@ -25,6 +25,7 @@ class IngestReport:
     updated: int = 0
     unchanged: int = 0
     written: bool = False
+    notes: list[str] = field(default_factory=list)
 
     @property
     def rejected(self) -> int:
@@ -37,6 +38,7 @@ class IngestReport:
         """The summary line first, then one ``location: reason`` line per rejected row."""
         out = [self.summary_line()]
         out.extend(str(r) for r in self.rejections)
+        out.extend(self.notes)
         if self.written:
             out.append(
                 f"written: {self.inserted} new, {self.updated} updated, {self.unchanged} unchanged"
