@@ -213,6 +213,52 @@ def score(
     out.print(f"run {run.id}: scored {run.n_scored} machines as of {run.as_of.isoformat()}")
 
 
+class FeatureFormat(StrEnum):
+    csv = "csv"
+    parquet = "parquet"
+
+
+@app.command()
+def features(
+    ctx: typer.Context,
+    as_of: Annotated[
+        str | None, typer.Option(help="Features as of this time (ISO 8601; default now).")
+    ] = None,
+    fmt: Annotated[FeatureFormat, typer.Option("--format")] = FeatureFormat.csv,
+    output: Annotated[
+        Path | None, typer.Option(help="File to write (default: stdout for CSV).")
+    ] = None,
+) -> None:
+    """Write the feature table (one row per active machine) as of a time."""
+    from atm_risk.features.store import compute_features
+
+    c = _context(ctx)
+    when = _parse_time(as_of) or c.clock.now()
+    with _sessions(c)() as session:
+        table = compute_features(session, c.settings, as_of=when)
+    if table.attrs.get("missing_layers"):
+        err.print(
+            "layers not loaded (their features are missing): "
+            + ", ".join(table.attrs["missing_layers"]),
+            markup=False,
+        )
+    if fmt is FeatureFormat.parquet and output is None:
+        _fail("--format parquet needs --output FILE")
+    if output is None:
+        table.to_csv(sys.stdout)
+        return
+    tmp = output.with_name(output.name + ".tmp")
+    if fmt is FeatureFormat.parquet:
+        table.to_parquet(tmp)
+    else:
+        table.to_csv(tmp)
+    tmp.replace(output)
+    out.print(
+        f"wrote {len(table)} machines x {table.shape[1]} columns "
+        f"as of {when.isoformat()} to {output}"
+    )
+
+
 class Format(StrEnum):
     table = "table"
     csv = "csv"

@@ -1,0 +1,92 @@
+"""Reading the feature engine's inputs from the database."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import geopandas as gpd
+import pandas as pd
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from atm_risk.areas.models import AreaLayer
+from atm_risk.areas.service import load_layer
+from atm_risk.atms.models import Atm, AtmStatus
+from atm_risk.config import Settings
+from atm_risk.features.context import AreaContext, context_from_layers
+from atm_risk.features.engine import FeatureConfig, build_features
+from atm_risk.incidents.models import Incident
+from atm_risk.tenancy.models import Operator
+
+
+def feature_config(settings: Settings) -> FeatureConfig:
+    return FeatureConfig(
+        metric_crs=settings.metric_crs,
+        location_uncertainty_m=dict(settings.location_uncertainty_m),
+    )
+
+
+def atm_frame(session: Session, *, active_only: bool = True) -> pd.DataFrame:
+    query = select(
+        Atm.id.label("atm_pk"),
+        Operator.name.label("operator"),
+        Atm.atm_id,
+        Atm.lon,
+        Atm.lat,
+        Atm.site_type,
+        Atm.night_closure,
+        Atm.opening_hours,
+        Atm.hardening,
+    ).join(Operator, Atm.operator_id == Operator.id)
+    if active_only:
+        query = query.where(Atm.status == AtmStatus.ACTIVE)
+    rows = session.execute(query.order_by(Atm.id)).mappings().all()
+    frame = pd.DataFrame([dict(r) for r in rows], columns=list(query.selected_columns.keys()))
+    frame["site_type"] = frame["site_type"].astype(str)
+    return frame
+
+
+def incident_frame(session: Session, *, before: datetime | None = None) -> pd.DataFrame:
+    """Incidents (all methods; the engine keeps the physical attacks), started before ``before``."""
+    query = select(
+        Incident.id.label("incident_pk"),
+        Incident.lon,
+        Incident.lat,
+        Incident.occurred_from,
+        Incident.occurred_to,
+        Incident.geocode_precision,
+        Incident.method,
+        Incident.atm_pk,
+        Incident.municipality,
+        Incident.date_precision,
+        Incident.timezone,
+    )
+    if before is not None:
+        query = query.where(Incident.occurred_from < before)
+    rows = session.execute(query).mappings().all()
+    frame = pd.DataFrame([dict(r) for r in rows], columns=list(query.selected_columns.keys()))
+    for col in ("geocode_precision", "method", "date_precision"):
+        frame[col] = frame[col].astype(str)
+    return frame
+
+
+def area_context(session: Session, settings: Settings) -> AreaContext:
+    names = set(session.scalars(select(AreaLayer.name)))
+    layers: dict[str, gpd.GeoDataFrame] = {n: load_layer(session, n) for n in sorted(names)}
+    return context_from_layers(layers, settings.metric_crs)
+
+
+def compute_features(session: Session, settings: Settings, *, as_of: datetime) -> pd.DataFrame:
+    """The feature table for every active machine, with operator and atm_id in front."""
+    atms = atm_frame(session)
+    table = build_features(
+        atms,
+        incident_frame(session, before=as_of),
+        area_context(session, settings),
+        as_of=as_of,
+        config=feature_config(settings),
+    )
+    ids = atms.set_index("atm_pk")[["operator", "atm_id"]]
+    out = ids.join(table)
+    out.attrs.update(table.attrs)
+    return out
