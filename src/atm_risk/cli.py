@@ -259,6 +259,33 @@ def features(
     )
 
 
+@app.command()
+def backtest(
+    events: Annotated[Path, typer.Option("--events", help="CSV of timed points.")],
+    time_col: Annotated[str | None, typer.Option(help="Timestamp column.")] = None,
+    lon_col: Annotated[str | None, typer.Option(help="Longitude column.")] = None,
+    lat_col: Annotated[str | None, typer.Option(help="Latitude column.")] = None,
+    origins: Annotated[int, typer.Option(min=1, help="Weekly origins (protocol: 26).")] = 26,
+    as_json: Annotated[bool, typer.Option("--json", help="End with one JSON line.")] = False,
+) -> None:
+    """Run the fixed hotspot protocol (DOMAIN.md) for the model and every baseline."""
+    import json
+
+    from atm_risk.risk.backtest import run_backtest
+    from atm_risk.risk.events import EventsInputError, load_events
+    from atm_risk.risk.report import print_backtest
+
+    try:
+        loaded = load_events(events, time_col=time_col, lon_col=lon_col, lat_col=lat_col)
+    except EventsInputError as exc:
+        _fail(str(exc))
+    result = run_backtest(loaded, n_origins=origins, progress=lambda m: err.print(m, markup=False))
+    doc = result.as_json()
+    print_backtest(doc, out)
+    if as_json:
+        sys.stdout.write(json.dumps(doc, separators=(",", ":")) + "\n")
+
+
 class Format(StrEnum):
     table = "table"
     csv = "csv"

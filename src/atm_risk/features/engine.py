@@ -205,7 +205,7 @@ def _population_density(
         if not len(todo):
             break
         tree = shapely.STRtree(layer.geometries)
-        point_idx, poly_idx = tree.query(points[todo], predicate="within")
+        point_idx, poly_idx = tree.query(points[todo], predicate="covered_by")
         # A point on a shared boundary matches twice; keep its first polygon.
         first = np.unique(point_idx, return_index=True)[1]
         hit = todo[point_idx[first]]

@@ -52,7 +52,7 @@ def _pick(columns: list[str], given: str | None, candidates: tuple[str, ...], wh
             return lower[cand.lower()]
     raise EventsInputError(
         f"no {what} column found (looked for {', '.join(candidates)}); name it with "
-        f"--{what.split()[0]}-col. The file has: {', '.join(columns)}"
+        f"--{what}-col. The file has: {', '.join(columns)}"
     )
 
 
@@ -77,9 +77,9 @@ def load_events(
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise EventsInputError(f"{path}: not a readable CSV: {exc}") from exc
     columns = list(frame.columns)
-    tcol = _pick(columns, time_col, TIME_CANDIDATES, "time column")
-    xcol = _pick(columns, lon_col, LON_CANDIDATES, "lon column")
-    ycol = _pick(columns, lat_col, LAT_CANDIDATES, "lat column")
+    tcol = _pick(columns, time_col, TIME_CANDIDATES, "time")
+    xcol = _pick(columns, lon_col, LON_CANDIDATES, "lon")
+    ycol = _pick(columns, lat_col, LAT_CANDIDATES, "lat")
     if frame.empty:
         raise EventsInputError(f"{path}: no rows")
     times = pd.to_datetime(frame[tcol].str.strip(), errors="coerce", format="mixed")
