@@ -267,9 +267,35 @@ def backtest(
     lat_col: Annotated[str | None, typer.Option(help="Latitude column.")] = None,
     origins: Annotated[int, typer.Option(min=1, help="Weekly origins (protocol: 26).")] = 26,
     as_json: Annotated[bool, typer.Option("--json", help="End with one JSON line.")] = False,
+    machines: Annotated[
+        Path | None,
+        typer.Option(help="Machine mode: CSV of machines (id, lon, lat, numeric factors)."),
+    ] = None,
+    atm_col: Annotated[str | None, typer.Option(help="Machine id column (machine mode).")] = None,
+    horizon_days: Annotated[
+        float, typer.Option(help="Machine mode: horizon and origin spacing in days.")
+    ] = 28.0,
 ) -> None:
-    """Run the fixed hotspot protocol (DOMAIN.md) for the model and every baseline."""
+    """Run the fixed hotspot protocol (DOMAIN.md) for the model and every baseline.
+
+    With --machines, rank machines instead of cells: events must name a machine.
+    """
     import json
+
+    if machines is not None:
+        from atm_risk.risk.events import EventsInputError
+        from atm_risk.risk.machine_backtest import load_machine_data, run_machine_backtest
+        from atm_risk.risk.report import print_machine_backtest
+
+        try:
+            data = load_machine_data(machines, events, atm_col=atm_col, time_col=time_col)
+        except EventsInputError as exc:
+            _fail(str(exc))
+        doc = run_machine_backtest(data, n_origins=origins, horizon_days=horizon_days)
+        print_machine_backtest(doc, out)
+        if as_json:
+            sys.stdout.write(json.dumps(doc, separators=(",", ":")) + "\n")
+        return
 
     from atm_risk.risk.backtest import run_backtest
     from atm_risk.risk.events import EventsInputError, load_events

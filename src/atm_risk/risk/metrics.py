@@ -14,15 +14,19 @@ IntArray = npt.NDArray[np.int64]
 COVERAGES = (1, 5, 10, 20)
 
 
-def ranked_cells(risk: FloatArray) -> IntArray:
-    """Cell indices by descending risk, ties broken by ascending cell index (DOMAIN.md)."""
-    return np.lexsort((np.arange(len(risk)), -risk)).astype(np.int64)
+def ranked_cells(risk: FloatArray, tiebreak: npt.ArrayLike | None = None) -> IntArray:
+    """Indices by descending risk, ties broken by ascending ``tiebreak`` (default: the
+    cell index, as DOMAIN.md fixes for grids)."""
+    key = np.arange(len(risk)) if tiebreak is None else np.asarray(tiebreak)
+    return np.lexsort((np.arange(len(risk)), key, -risk)).astype(np.int64)
 
 
-def flagged(risk: FloatArray, coverage_pct: float) -> IntArray:
-    """The top ceil(k/100 * n) cells."""
+def flagged(
+    risk: FloatArray, coverage_pct: float, tiebreak: npt.ArrayLike | None = None
+) -> IntArray:
+    """The top ceil(k/100 * n) cells (or machines)."""
     k = math.ceil(coverage_pct / 100 * len(risk))
-    return ranked_cells(risk)[:k]
+    return ranked_cells(risk, tiebreak)[:k]
 
 
 def hits(risk: FloatArray, event_cells: IntArray, coverage_pct: float) -> int:

@@ -36,3 +36,28 @@ def print_backtest(doc: dict[str, Any], console: Console) -> None:
             f"P(model not better) = {c['p_not_better']:.3f}",
             markup=False,
         )
+
+
+def print_machine_backtest(doc: dict[str, Any], console: Console) -> None:
+    console.print(
+        f"{doc['dataset']}: {doc['machines']} machines, {doc['origins']} origins of "
+        f"{doc['horizon_days']:g} days, {doc['events_in_test_windows']} attacks "
+        "in the test windows."
+    )
+    table = Table(title="Share of attacks at the top k % of machines; Brier skill")
+    table.add_column("method")
+    for k in ("1", "5", "10", "20"):
+        table.add_column(f"top {k} %", justify="right")
+    table.add_column("Brier", justify="right")
+    table.add_column("BSS vs base rate", justify="right")
+    table.add_column("BSS vs prior counts", justify="right")
+    for name, m in doc["methods"].items():
+        share = m["share_of_attacks_in_top"]
+        table.add_row(
+            name,
+            *(f"{share[k]:.3f}" for k in ("1", "5", "10", "20")),
+            f"{m['brier']:.5f}",
+            f"{m['brier_skill_vs_base_rate']:+.4f}",
+            f"{m['brier_skill_vs_prior_counts']:+.4f}",
+        )
+    console.print(table)
