@@ -6,8 +6,9 @@ gives each machine a probability of at least one attack in [origin, origin + hor
 
 Reported, pooled over origins: the share of attacks at the top k % of machines (ties
 broken by a hash of the machine id, never by file order), the Brier score and Brier skill
-score against the base rate and against prior counts, and reliability by decile. Area-based PAI would flatter a model that merely
-finds where machines stand, so none is given here.
+score against the base rate and against prior counts, and reliability by decile.
+Area-based PAI would flatter a model that merely finds where machines stand, so none is
+given here.
 
 Methods:
 
