@@ -312,6 +312,71 @@ def backtest(
         sys.stdout.write(json.dumps(doc, separators=(",", ":")) + "\n")
 
 
+def _floats(text: str, what: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        _fail(f"{what}: expected comma-separated numbers, got {text!r}")
+    if len(values) < 2 or values != sorted(values):
+        _fail(f"{what}: give at least two increasing band edges")
+    return values
+
+
+@app.command()
+def knox(
+    events: Annotated[Path, typer.Option("--events", help="CSV of timed points.")],
+    time_col: Annotated[str | None, typer.Option(help="Timestamp column.")] = None,
+    lon_col: Annotated[str | None, typer.Option(help="Longitude column.")] = None,
+    lat_col: Annotated[str | None, typer.Option(help="Latitude column.")] = None,
+    distances: Annotated[
+        str, typer.Option(help="Distance band edges, metres.")
+    ] = "0,200,400,800,1600",
+    lags: Annotated[str, typer.Option(help="Time lag band edges, days.")] = "0,7,14,28,56",
+    permutations: Annotated[int, typer.Option(min=19)] = 199,
+    as_json: Annotated[bool, typer.Option("--json", help="End with one JSON line.")] = False,
+) -> None:
+    """Knox test for near-repeat patterns; suggests near-repeat bandwidths."""
+    import json
+
+    from atm_risk.risk.events import EventsInputError, load_events
+    from atm_risk.risk.history import History
+    from atm_risk.risk.knox import knox_test, suggest_bandwidths
+
+    try:
+        loaded = load_events(events, time_col=time_col, lon_col=lon_col, lat_col=lat_col)
+    except EventsInputError as exc:
+        _fail(str(exc))
+    h = History.from_events(loaded)
+    cells = knox_test(
+        h.t,
+        h.x,
+        h.y,
+        distance_bands=_floats(distances, "--distances"),
+        lag_bands=_floats(lags, "--lags"),
+        n_permutations=permutations,
+    )
+    for c in cells:
+        out.print(
+            f"{c.distance_m[0]:>8g}-{c.distance_m[1]:<8g} m  "
+            f"{c.lag_days[0]:>5g}-{c.lag_days[1]:<5g} d"
+            f"  observed {c.observed:>7}  expected {c.expected:>10.1f}  ratio {c.ratio:5.2f}"
+            f"  p {c.p_value:.3f}",
+            markup=False,
+        )
+    suggestion = suggest_bandwidths(cells)
+    out.print(
+        "suggested near-repeat bandwidths: "
+        + (f"{suggestion[0]:g} m, {suggestion[1]:g} days" if suggestion else "none significant")
+    )
+    if as_json:
+        doc = {
+            "dataset": loaded.name,
+            "cells": [c.as_dict() for c in cells],
+            "suggested": suggestion,
+        }
+        sys.stdout.write(json.dumps(doc) + "\n")
+
+
 class Format(StrEnum):
     table = "table"
     csv = "csv"
