@@ -377,6 +377,55 @@ def knox(
         sys.stdout.write(json.dumps(doc) + "\n")
 
 
+@app.command()
+def simulate(
+    ctx: typer.Context,
+    output: Annotated[Path, typer.Option(help="CSV to write (canonical incident columns).")],
+    start: Annotated[str, typer.Option(help="First day (ISO date).")] = "2023-01-01",
+    years: Annotated[float, typer.Option(min=0.01, max=50)] = 3.0,
+    per_machine_rate: Annotated[
+        float, typer.Option(help="Attacks per machine a year (DOMAIN.md: DE about 0.009).")
+    ] = 0.009,
+    seed: int = 0,
+) -> None:
+    """Write a SIMULATED attack history over the stored machines (demos, scale tests).
+
+    Every row is labelled simulated; never use it as evidence of model skill.
+    """
+    from datetime import date
+
+    from atm_risk.features.store import compute_features
+    from atm_risk.risk.simulate import SimulationParams, simulate_attacks
+
+    try:
+        first = date.fromisoformat(start)
+    except ValueError:
+        _fail(f"--start {start!r}: expected an ISO date")
+    c = _context(ctx)
+    as_of = datetime.combine(first, datetime.min.time(), tzinfo=UTC)
+    with _sessions(c)() as session:
+        machines = compute_features(session, c.settings, as_of=as_of)
+    if machines.empty:
+        _fail("no active machines stored: ingest machines first", 1)
+    params = SimulationParams(
+        start=first,
+        years=years,
+        per_machine_rate=per_machine_rate,
+        seed=seed,
+        metric_crs=c.settings.metric_crs,
+    )
+    frame = simulate_attacks(machines, params)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(output.name + ".tmp")
+    frame.to_csv(tmp, index=False)
+    tmp.replace(output)
+    sprees = frame["spree"].replace("", None).dropna().nunique()
+    out.print(
+        f"wrote {len(frame)} SIMULATED attacks ({sprees} sprees) over {len(machines)} machines, "
+        f"{years:g} years from {first} to {output}"
+    )
+
+
 class Format(StrEnum):
     table = "table"
     csv = "csv"

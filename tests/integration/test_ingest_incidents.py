@@ -107,3 +107,17 @@ def test_future_incident_is_rejected(
     report = ingest_incidents(sessions, path=write("f.csv", body), clock=clock)
     assert report.rejected == 1
     assert "future" in report.rejections[0].reason
+
+
+def test_simulated_rows_stay_labelled(
+    sessions: sessionmaker[Session], clock: FrozenClock, write
+) -> None:
+    body = (
+        "incident_id,occurred_at,lat,lon,method,simulated\n"
+        "SIM-1,2022-01-02T03:04Z,52,5,explosive_solid,true\n"
+        "REAL-1,2022-01-02T03:04Z,52,5,explosive_solid,\n"
+    )
+    ingest_incidents(sessions, path=write("sim.csv", body), clock=clock)
+    with sessions() as s:
+        flags = dict(s.execute(select(Incident.incident_id, Incident.simulated)).all())
+    assert flags == {"SIM-1": True, "REAL-1": False}

@@ -31,6 +31,7 @@ def atm_frame(session: Session, *, active_only: bool = True) -> pd.DataFrame:
         Atm.id.label("atm_pk"),
         Operator.name.label("operator"),
         Atm.atm_id,
+        Atm.country,
         Atm.lon,
         Atm.lat,
         Atm.site_type,
@@ -77,7 +78,7 @@ def area_context(session: Session, settings: Settings) -> AreaContext:
 
 
 def compute_features(session: Session, settings: Settings, *, as_of: datetime) -> pd.DataFrame:
-    """The feature table for every active machine, with operator and atm_id in front."""
+    """The feature table for every active machine; operator, atm_id, country, lon, lat first."""
     atms = atm_frame(session)
     table = build_features(
         atms,
@@ -86,7 +87,7 @@ def compute_features(session: Session, settings: Settings, *, as_of: datetime) -
         as_of=as_of,
         config=feature_config(settings),
     )
-    ids = atms.set_index("atm_pk")[["operator", "atm_id"]]
+    ids = atms.set_index("atm_pk")[["operator", "atm_id", "country", "lon", "lat"]]
     out = ids.join(table)
     out.attrs.update(table.attrs)
     return out

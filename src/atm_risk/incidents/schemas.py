@@ -22,6 +22,7 @@ outcome           no       loot, no_loot, attempt_failed, unknown (default)
 atm_id, operator  no       link to a stored machine (operator needed if ids clash)
 country, region, municipality, municipality_code, locality, target, escape,
 source_url, notes no       as reported
+simulated         no       true for rows made by ``atm-risk simulate`` (default false)
 ================= ======== ==============================================================
 """
 
@@ -88,6 +89,7 @@ CANONICAL_INCIDENT_COLUMNS = (
     "escape",
     "source_url",
     "notes",
+    "simulated",
 )
 
 
@@ -121,6 +123,7 @@ class IncidentRecord(BaseModel):
     source_url: str | None = Field(None, max_length=4000)
     notes: str | None = Field(None, max_length=4000)
     extra: dict[str, Any] = Field(default_factory=dict)
+    simulated: bool = False
 
     # Filled by validation.
     occurred_from: datetime | None = None

@@ -38,6 +38,7 @@ _ROW_FIELDS = (
     "source_url",
     "notes",
     "extra",
+    "simulated",
 )
 
 

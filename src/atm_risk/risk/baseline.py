@@ -138,7 +138,8 @@ def _explain(
     if len(incidents) and exposure > 0:
         top = int(np.argmax(contrib))
         inc = incidents[top]
-        place = inc.municipality or inc.locality or "unknown place"
+        place = inc.municipality or inc.locality or f"{inc.lat:.4f}, {inc.lon:.4f}"
+        simulated = " [SIMULATED incident]" if inc.simulated else ""
         approx = (
             " (municipality-level location)"
             if inc.geocode_precision is GeocodePrecision.MUNICIPALITY
@@ -150,7 +151,7 @@ def _explain(
                 exposure,
                 f"{n_near} recorded attack(s) within {REASON_RADIUS_M / 1000:.0f} km "
                 f"({n_near_year} in the last 365 days); strongest: {place}, "
-                f"{inc.when_text()}, {dist[top] / 1000:.1f} km away{approx}",
+                f"{inc.when_text()}, {dist[top] / 1000:.1f} km away{approx}{simulated}",
             )
         )
     else:
