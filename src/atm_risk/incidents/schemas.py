@@ -139,6 +139,11 @@ class IncidentRecord(BaseModel):
     def _lower(cls, v: Any) -> Any:
         return v.strip().lower().replace("-", "_").replace(" ", "_") if isinstance(v, str) else v
 
+    @field_validator("simulated", mode="before")
+    @classmethod
+    def _empty_is_false(cls, v: Any) -> Any:
+        return False if v is None else v
+
     @field_validator("timezone")
     @classmethod
     def _zone(cls, v: str | None) -> str | None:
