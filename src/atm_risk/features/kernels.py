@@ -212,5 +212,5 @@ def expected_within(
 def group_min(index: IntArray, values: FloatArray, n: int) -> FloatArray:
     """Minimum of ``values`` per group ``index`` in 0..n-1 (inf for empty groups)."""
     out = np.full(n, np.inf)
-    np.maximum.at(out, index, values)
+    np.minimum.at(out, index, values)
     return out
