@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pandas as pd
+import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -96,6 +97,25 @@ def _check_news_incidents_before_t_drive_exposure(features: pd.DataFrame) -> Non
     assert features["attacks_within_50km_last_365d"].max() >= 1
 
 
+def _check_municipality_sigma_from_its_area(sessions: sessionmaker[Session]) -> None:
+    import math
+
+    from atm_risk.areas.service import load_layer
+    from atm_risk.features.store import incident_frame
+
+    with sessions() as s:
+        incidents = incident_frame(s)
+        municipalities = load_layer(s, "nl_municipalities")
+    area = float(
+        municipalities.loc[municipalities["gemeente"] == "Venlo", "oppervlakte_km2"].iloc[0]
+    )
+    venlo = incidents[(incidents["municipality"] == "Venlo")]
+    assert len(venlo) > 0
+    assert venlo["location_sigma_m"].iloc[0] == pytest.approx(math.sqrt(area * 1e6 / math.pi) / 2)
+    unlocated = incidents[incidents["geocode_precision"] == "none"]
+    assert unlocated["location_sigma_m"].isna().all()
+
+
 def test_feature_table_on_shipped_dutch_data(
     sessions: sessionmaker[Session], clock: FrozenClock
 ) -> None:
@@ -107,3 +127,4 @@ def test_feature_table_on_shipped_dutch_data(
     _check_partial_police_layer_leaves_uncovered_machines_missing(features)
     _check_border_distance_is_small_near_the_border(features)
     _check_news_incidents_before_t_drive_exposure(features)
+    _check_municipality_sigma_from_its_area(sessions)

@@ -41,7 +41,11 @@ AS_OF = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 ORIGIN_LON, ORIGIN_LAT = 6.0, 51.5
 X0, Y0 = (float(v[0]) for v in project([ORIGIN_LON], [ORIGIN_LAT], CRS))
 TO_WGS84 = Transformer.from_crs(CRS, "EPSG:4326", always_xy=True)
-EXACT = FeatureConfig(exposure_method="exact")
+# The hand-computed figures below assume a 5 km municipality error (set here, not defaulted).
+EXACT = FeatureConfig(
+    exposure_method="exact",
+    location_uncertainty_m={"exact": 0.0, "address": 50.0, "municipality": 5_000.0},
+)
 PHYSICAL = ["explosive_gas", "explosive_solid", "explosive_unspecified", "ram_raid"]
 NOT_PHYSICAL = ["other", "burglary", "skimming", "fraud"]
 STATIC_COLUMNS = {

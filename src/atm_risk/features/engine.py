@@ -90,7 +90,7 @@ def count_column(radius_m: float, days: float) -> str:
 class FeatureConfig:
     metric_crs: str = "EPSG:3035"
     location_uncertainty_m: Mapping[str, float] = field(
-        default_factory=lambda: {"exact": 0.0, "address": 50.0, "municipality": 5_000.0}
+        default_factory=lambda: {"exact": 0.0, "address": 50.0, "municipality": 3_000.0}
     )
     bandwidths: Sequence[tuple[float, float]] = NEAR_REPEAT_BANDWIDTHS
     count_windows: Sequence[tuple[float, float]] = COUNT_WINDOWS
@@ -148,6 +148,11 @@ def _usable_incidents(
     if unknown:
         raise ValueError(f"no location uncertainty configured for precision(s) {unknown}")
     sigma = np.asarray(precision.map(dict(config.location_uncertainty_m)), dtype=np.float64)
+    if "location_sigma_m" in used:
+        # A per-incident location error (e.g. from the municipality's area) wins over the
+        # default of its precision class.
+        own = pd.to_numeric(used["location_sigma_m"], errors="coerce").to_numpy(float)
+        sigma = np.where(np.isfinite(own) & (own >= 0), own, sigma)
     atm_pk = (
         pd.to_numeric(used["atm_pk"], errors="coerce").to_numpy(float)
         if "atm_pk" in used
