@@ -213,6 +213,61 @@ def score(
     out.print(f"run {run.id}: scored {run.n_scored} machines as of {run.as_of.isoformat()}")
 
 
+@app.command()
+def train(
+    ctx: typer.Context,
+    output: Annotated[
+        Path, typer.Option(help="Model file (its .card.json is written beside it).")
+    ] = Path("models/atm_risk_28d.joblib"),
+    horizon_days: Annotated[float, typer.Option(min=1)] = 28.0,
+    country: Annotated[
+        list[str] | None, typer.Option(help="Train on machines of this country (repeatable).")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Last day of training data (default: last incident).")
+    ] = None,
+    test_windows: Annotated[int, typer.Option(min=1, help="Windows in the rolling backtest.")] = 36,
+) -> None:
+    """Fit the machine model on rolling windows, backtest it, save it with its model card."""
+    from atm_risk.risk.training import train_from_store
+
+    c = _context(ctx)
+    with _sessions(c)() as session:
+        try:
+            card = train_from_store(
+                session,
+                c.settings,
+                now=c.clock.now(),
+                horizon_days=horizon_days,
+                countries=set(country) if country else None,
+                until=_parse_time(until),
+                n_test=test_windows,
+                output=output,
+            )
+        except ValueError as exc:
+            _fail(str(exc), 1)
+    bt = card["backtest"]
+    out.print(
+        f"{card['target']}, {card['horizon_days']:g} days; "
+        f"trained on {card['training_period']['windows']} windows from "
+        f"{card['training_period']['first_origin']} to {card['training_period']['last_window_end']}"
+    )
+    out.print(
+        f"rolling backtest: {bt['test_windows']} windows, "
+        f"{bt['expected_events_in_test']:.1f} expected attacks"
+    )
+    for name, m in bt["methods"].items():
+        share = m["share_of_expected_attacks_in_top"]
+        out.print(
+            f"  {name:<13} top 1/5/10/20 %: "
+            + " ".join(f"{share[k]:.3f}" for k in ("1", "5", "10", "20"))
+            + f"  Brier {m['brier']:.3g}  BSS vs base rate {m['brier_skill_vs_base_rate']:+.3f}"
+            f"  vs prior counts {m['brier_skill_vs_prior_counts']:+.3f}",
+            markup=False,
+        )
+    out.print(f"wrote {output} and {output.with_suffix('.card.json')}")
+
+
 class FeatureFormat(StrEnum):
     csv = "csv"
     parquet = "parquet"

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -40,6 +40,12 @@ class Settings(BaseSettings):
         "EPSG:3035",
         description="Projected metric CRS for distances and buffers (ETRS89-LAEA: NL/DE/BE).",
     )
+    model_path: Path | None = Field(
+        Path("models/atm_risk_28d.joblib"),
+        description="The fitted machine model `atm-risk score` uses (its model card lies "
+        "beside it). When the file does not exist, or the value is empty, the transparent "
+        "baseline scores instead.",
+    )
     default_loss_eur: float = Field(
         100_000.0,
         description="All-in loss per attack when a machine has no figure (DOMAIN.md: "
@@ -63,6 +69,11 @@ class Settings(BaseSettings):
         "count as exact. 3 km is R/2 for a disc of about 120 km2, the mean Dutch "
         "municipality; where the municipality's polygon is loaded, its own area is used.",
     )
+
+    @field_validator("model_path", mode="before")
+    @classmethod
+    def _empty_path_is_none(cls, v: Any) -> Any:
+        return None if v == "" else v
 
     @classmethod
     def settings_customise_sources(

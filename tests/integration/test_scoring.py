@@ -44,7 +44,7 @@ def scored(
     ingest_atms(sessions, path=write("a.csv", ATMS), clock=clock)
     clock.set(datetime(2027, 1, 1, tzinfo=UTC))
     ingest_incidents(sessions, path=write("i.csv", INCIDENTS), clock=clock)
-    run_scoring(sessions, settings=Settings(), clock=clock, as_of=AS_OF)
+    run_scoring(sessions, settings=Settings(model_path=None), clock=clock, as_of=AS_OF)
     with sessions() as s:
         run = latest_run(s)
         assert run is not None
@@ -108,14 +108,14 @@ def test_failed_run_keeps_previous_ranking_and_is_marked(
     sessions: sessionmaker[Session], write, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ingest_atms(sessions, path=write("a.csv", ATMS), clock=clock)
-    good = run_scoring(sessions, settings=Settings(), clock=clock)
+    good = run_scoring(sessions, settings=Settings(model_path=None), clock=clock)
 
     def explode(*args: object, **kwargs: object) -> list[object]:
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(baseline, "score_atms", explode)
     with pytest.raises(RuntimeError, match="disk on fire"):
-        run_scoring(sessions, settings=Settings(), clock=clock)
+        run_scoring(sessions, settings=Settings(model_path=None), clock=clock)
     with sessions() as s:
         published = latest_run(s)
         assert published is not None
@@ -127,7 +127,7 @@ def test_failed_run_keeps_previous_ranking_and_is_marked(
 
 def test_cli_score_and_rank_formats(database_url: str, write) -> None:
     runner = CliRunner()
-    env = {"ATM_RISK_DATABASE_URL": database_url}
+    env = {"ATM_RISK_DATABASE_URL": database_url, "ATM_RISK_MODEL_PATH": ""}
     assert runner.invoke(app, ["ingest", "atms", str(write("a.csv", ATMS))], env=env).exit_code == 0
     # The CLI runs on the wall clock: leave out the incident dated after it.
     past = "\n".join(line for line in INCIDENTS.splitlines() if not line.startswith("LATER"))

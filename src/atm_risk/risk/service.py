@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -14,8 +15,11 @@ from atm_risk.atms.service import active_atms
 from atm_risk.clock import Clock
 from atm_risk.config import Settings
 from atm_risk.db import transaction
+from atm_risk.features.store import compute_features
 from atm_risk.incidents.service import incidents_before
 from atm_risk.risk import baseline
+from atm_risk.risk.atm_model import AtmRiskModel, load_model
+from atm_risk.risk.explain import top_reasons
 from atm_risk.risk.models import RiskRun, RiskScore, RunStatus
 from atm_risk.tenancy.models import Operator
 
@@ -31,12 +35,116 @@ def baseline_params(settings: Settings) -> baseline.BaselineParams:
     )
 
 
+@dataclass(frozen=True)
+class Scored:
+    atm_pk: int
+    score: float
+    probability: float | None
+    reasons: list[dict[str, Any]]
+    features: dict[str, Any]
+
+
+class Scorer(Protocol):
+    name: str
+    version: str
+    horizon_days: int
+
+    def params(self) -> dict[str, Any]: ...
+
+    def score(self, session: Session, as_of: datetime) -> list[Scored]: ...
+
+
+class BaselineScorer:
+    """The transparent exposure baseline (not calibrated: probability is None)."""
+
+    name = baseline.SCORER
+    version = baseline.SCORER_VERSION
+    horizon_days = DEFAULT_HORIZON_DAYS
+
+    def __init__(self, settings: Settings) -> None:
+        self._params = baseline_params(settings)
+
+    def params(self) -> dict[str, Any]:
+        p = self._params
+        return {
+            "spatial_bandwidth_m": p.spatial_bandwidth_m,
+            "half_life_days": p.half_life_days,
+            "location_uncertainty_m": p.location_uncertainty_m,
+            "metric_crs": p.metric_crs,
+        }
+
+    def score(self, session: Session, as_of: datetime) -> list[Scored]:
+        scores = baseline.score_atms(
+            active_atms(session), incidents_before(session, as_of), as_of=as_of, params=self._params
+        )
+        return [
+            Scored(s.atm_pk, s.score, None, [r.as_dict() for r in s.reasons], s.features)
+            for s in scores
+        ]
+
+
+class ModelScorer:
+    """The fitted machine model: a calibrated probability and its top factors in words."""
+
+    name = "atm_risk_model"
+
+    def __init__(self, model: AtmRiskModel, card: dict[str, Any], settings: Settings) -> None:
+        self.model, self.card, self.settings = model, card, settings
+        self.version = str(card.get("data_sha256", ""))[:12]
+        self.horizon_days = int(model.horizon_days)
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "target": self.card.get("target"),
+            "trained_at": self.card.get("trained_at"),
+            "training_period": self.card.get("training_period"),
+            "countries": self.card.get("countries"),
+        }
+
+    def score(self, session: Session, as_of: datetime) -> list[Scored]:
+        table = compute_features(session, self.settings, as_of=as_of)
+        if table.empty:
+            return []
+        prob = self.model.predict_proba(table)
+        contrib = self.model.contributions(table)
+        countries = self.card.get("countries")
+        out = []
+        for k, atm_pk in enumerate(table.index):
+            row = table.loc[atm_pk]
+            reasons = top_reasons(contrib.loc[atm_pk], row)
+            if isinstance(countries, list) and row.get("country") not in countries:
+                reasons.append(
+                    {
+                        "factor": "model_scope",
+                        "effect": 0.0,
+                        "text": f"outside the model's training area ({', '.join(countries)})",
+                    }
+                )
+            features = {
+                c: (None if isinstance(v, float) and math.isnan(v) else v)
+                for c, v in row.items()
+                if c in self.model.features_
+            }
+            out.append(Scored(int(atm_pk), float(prob[k]), float(prob[k]), reasons, features))
+        return out
+
+
+def default_scorer(settings: Settings) -> Scorer:
+    """The committed model when ``settings.model_path`` names one, else the baseline."""
+    path = settings.model_path
+    if path is not None and path.is_file():
+        model, card = load_model(path)
+        return ModelScorer(model, card, settings)
+    return BaselineScorer(settings)
+
+
 def run_scoring(
     sessions: sessionmaker[Session],
     *,
     settings: Settings,
     clock: Clock,
     as_of: datetime | None = None,
+    scorer: Scorer | None = None,
 ) -> RiskRun:
     """Score every active machine and publish the run only when all scores are written.
 
@@ -46,29 +154,21 @@ def run_scoring(
     """
     started = clock.now()
     as_of = as_of or started
-    params = baseline_params(settings)
+    scorer = scorer or default_scorer(settings)
     with transaction(sessions) as session:
         run = RiskRun(
-            scorer=baseline.SCORER,
-            scorer_version=baseline.SCORER_VERSION,
+            scorer=scorer.name,
+            scorer_version=scorer.version,
             as_of=as_of,
-            horizon_days=DEFAULT_HORIZON_DAYS,
+            horizon_days=scorer.horizon_days,
             status=RunStatus.RUNNING,
             started_at=started,
-            params={
-                "spatial_bandwidth_m": params.spatial_bandwidth_m,
-                "half_life_days": params.half_life_days,
-                "location_uncertainty_m": params.location_uncertainty_m,
-                "metric_crs": params.metric_crs,
-            },
+            params=scorer.params(),
         )
         session.add(run)
     try:
         with transaction(sessions) as session:
-            atms = active_atms(session)
-            scores = baseline.score_atms(
-                atms, incidents_before(session, as_of), as_of=as_of, params=params
-            )
+            scores = scorer.score(session, as_of)
             # Highest score first; ties by machine id so that ranks are reproducible.
             scores.sort(key=lambda s: (-s.score, s.atm_pk))
             session.add_all(
@@ -77,8 +177,8 @@ def run_scoring(
                     atm_pk=s.atm_pk,
                     rank=rank,
                     score=s.score,
-                    probability=None,  # the baseline is not calibrated
-                    reasons=[r.as_dict() for r in s.reasons],
+                    probability=s.probability,
+                    reasons=s.reasons,
                     features=s.features,
                 )
                 for rank, s in enumerate(scores, start=1)
