@@ -265,6 +265,15 @@ def train(
             f"  vs prior counts {m['brier_skill_vs_prior_counts']:+.3f}",
             markup=False,
         )
+    verdict = card["promotion"]
+    out.print(
+        (
+            "PROMOTED: `atm-risk score` will use it"
+            if verdict["promoted"]
+            else "NOT PROMOTED (does not beat prior counts): `atm-risk score` keeps the baseline"
+        )
+        + f" [{verdict['rule']}]"
+    )
     out.print(f"wrote {output} and {output.with_suffix('.card.json')}")
 
 

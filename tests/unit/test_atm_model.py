@@ -139,3 +139,35 @@ def test_save_and_load_round_trip(table, tmp_path: Path) -> None:  # type: ignor
     save_model(model, {"sklearn_version": "0.0"}, path)
     with pytest.raises(RuntimeError, match="retrain"):
         load_model(path)
+
+
+def _bt(model_top10: float, prior_top10: float, bss: float) -> dict[str, object]:
+    def m(top10: float, skill: float) -> dict[str, object]:
+        return {
+            "share_of_expected_attacks_in_top": {"10": top10},
+            "brier_skill_vs_prior_counts": skill,
+        }
+
+    return {"methods": {"model": m(model_top10, bss), "prior_counts": m(prior_top10, 0.0)}}
+
+
+def test_only_a_model_that_beats_prior_counts_is_promoted(table, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import sklearn
+
+    from atm_risk.config import Settings
+    from atm_risk.risk.service import BaselineScorer, ModelScorer, default_scorer
+    from atm_risk.risk.training import promotion
+
+    assert promotion(_bt(0.6, 0.5, 0.1))["promoted"] is True
+    assert promotion(_bt(0.4, 0.5, 0.1))["promoted"] is False
+    assert promotion(_bt(0.6, 0.5, -0.1))["promoted"] is False
+
+    _, _, tt = table
+    model = AtmRiskModel(n_calibration=4).fit(tt)
+    path = tmp_path / "m.joblib"
+    card = {"sklearn_version": sklearn.__version__, "promotion": {"promoted": False}}
+    save_model(model, card, path)
+    assert isinstance(default_scorer(Settings(model_path=path)), BaselineScorer)
+    save_model(model, {**card, "promotion": {"promoted": True}}, path)
+    assert isinstance(default_scorer(Settings(model_path=path)), ModelScorer)
+    assert isinstance(default_scorer(Settings(model_path=tmp_path / "none.joblib")), BaselineScorer)

@@ -59,6 +59,8 @@ NEAR_REPEAT_BANDWIDTHS: tuple[tuple[float, float], ...] = (
 )
 COUNT_WINDOWS: tuple[tuple[float, float], ...] = (
     (5_000, 7),
+    (5_000, 365),
+    (5_000, 3650),  # the long-run local history (prior counts)
     (25_000, 7),
     (25_000, 30),
     (50_000, 30),

@@ -207,6 +207,9 @@ def rolling_backtest(
         probs["base_rate"].append(np.full(n_machines, train.labels.mean()))
         outcomes.append(table.labels[test])
     y = np.concatenate(outcomes) if outcomes else np.zeros(0)
+    # Ties (e.g. the constant base rate) are broken by a fixed random order, never by the
+    # table's order: machines are stored in source order, which follows geography.
+    tiebreak = np.random.default_rng(0).permutation(n_machines)
     out: dict[str, Any] = {
         "target": f"P(physical attack within {TARGET_RADIUS_M / 1000:g} km of the machine)",
         "test_windows": len(ks),
@@ -220,7 +223,7 @@ def rolling_backtest(
         top = {}
         for cov in metrics.COVERAGES:
             got = sum(
-                float(o[metrics.flagged(pr, cov)].sum())
+                float(o[metrics.flagged(pr, cov, tiebreak)].sum())
                 for pr, o in zip(plist, outcomes, strict=True)
             )
             top[str(cov)] = got / float(y.sum()) if y.sum() else math.nan

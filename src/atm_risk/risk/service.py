@@ -130,11 +130,13 @@ class ModelScorer:
 
 
 def default_scorer(settings: Settings) -> Scorer:
-    """The committed model when ``settings.model_path`` names one, else the baseline."""
+    """The model at ``settings.model_path`` if its card says it was promoted (it beat prior
+    counts in its backtest), else the transparent baseline."""
     path = settings.model_path
     if path is not None and path.is_file():
         model, card = load_model(path)
-        return ModelScorer(model, card, settings)
+        if card.get("promotion", {}).get("promoted"):
+            return ModelScorer(model, card, settings)
     return BaselineScorer(settings)
 
 

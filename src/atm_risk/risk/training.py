@@ -68,6 +68,26 @@ def train_from_store(
         model, atms=atms, incidents=incidents, table=table, backtest=backtest, trained_at=now
     )
     card["countries"] = sorted(countries) if countries else "all"
+    card["promotion"] = promotion(backtest)
     if output is not None:
         save_model(model, card, output)
     return card
+
+
+def promotion(backtest: dict[str, Any]) -> dict[str, Any]:
+    """A model is promoted (used by `atm-risk score`) only when its rolling backtest beats
+    prior counts on both ranking (share of attacks in the top 10 %) and probability (Brier
+    skill > 0)."""
+    methods = backtest["methods"]
+    model, prior = methods["model"], methods["prior_counts"]
+    ranking_ok = (
+        model["share_of_expected_attacks_in_top"]["10"]
+        >= prior["share_of_expected_attacks_in_top"]["10"]
+    )
+    brier_ok = model["brier_skill_vs_prior_counts"] > 0
+    return {
+        "promoted": bool(ranking_ok and brier_ok),
+        "beats_prior_counts_top_10": bool(ranking_ok),
+        "brier_skill_vs_prior_counts_positive": bool(brier_ok),
+        "rule": "share in top 10 % >= prior counts and Brier skill vs prior counts > 0",
+    }
