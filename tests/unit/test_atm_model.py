@@ -94,7 +94,7 @@ def test_area_labels_are_probabilities_of_an_attack_within_5_km() -> None:
 
 def test_model_ranks_the_planted_hotspot_and_beats_the_base_rate(table) -> None:  # type: ignore[no-untyped-def]
     _, _, tt = table
-    result = rolling_backtest(tt, n_test=8, model=AtmRiskModel(n_calibration=3))
+    result = rolling_backtest(tt, n_test=8, model=AtmRiskModel(n_calibration=3, features=None))
     model = result["methods"]["model"]
     assert model["share_of_expected_attacks_in_top"]["20"] > 0.5
     assert model["brier_skill_vs_base_rate"] > 0
@@ -102,7 +102,7 @@ def test_model_ranks_the_planted_hotspot_and_beats_the_base_rate(table) -> None:
 
 def test_probabilities_are_calibrated_on_average(table) -> None:  # type: ignore[no-untyped-def]
     _, _, tt = table
-    model = AtmRiskModel(n_calibration=4).fit(tt)
+    model = AtmRiskModel(n_calibration=4, features=None).fit(tt)
     p = model.predict_proba(tt.features)
     assert p.min() >= 0
     assert p.max() <= 1
@@ -111,7 +111,7 @@ def test_probabilities_are_calibrated_on_average(table) -> None:  # type: ignore
 
 def test_explanations_use_words(table) -> None:  # type: ignore[no-untyped-def]
     _, _, tt = table
-    model = AtmRiskModel(n_calibration=4).fit(tt)
+    model = AtmRiskModel(n_calibration=4, features=None).fit(tt)
     row = tt.features.iloc[[0]]
     reasons = top_reasons(model.contributions(row).iloc[0], row.iloc[0])
     assert all(r["effect"] > 0 for r in reasons)
@@ -130,7 +130,7 @@ def test_save_and_load_round_trip(table, tmp_path: Path) -> None:  # type: ignor
     import sklearn
 
     _, _, tt = table
-    model = AtmRiskModel(n_calibration=4).fit(tt)
+    model = AtmRiskModel(n_calibration=4, features=None).fit(tt)
     path = tmp_path / "m.joblib"
     save_model(model, {"sklearn_version": sklearn.__version__, "target": "t"}, path)
     loaded, card = load_model(path)
@@ -163,7 +163,7 @@ def test_only_a_model_that_beats_prior_counts_is_promoted(table, tmp_path: Path)
     assert promotion(_bt(0.6, 0.5, -0.1))["promoted"] is False
 
     _, _, tt = table
-    model = AtmRiskModel(n_calibration=4).fit(tt)
+    model = AtmRiskModel(n_calibration=4, features=None).fit(tt)
     path = tmp_path / "m.joblib"
     card = {"sklearn_version": sklearn.__version__, "promotion": {"promoted": False}}
     save_model(model, card, path)
@@ -171,3 +171,13 @@ def test_only_a_model_that_beats_prior_counts_is_promoted(table, tmp_path: Path)
     save_model(model, {**card, "promotion": {"promoted": True}}, path)
     assert isinstance(default_scorer(Settings(model_path=path)), ModelScorer)
     assert isinstance(default_scorer(Settings(model_path=tmp_path / "none.joblib")), BaselineScorer)
+
+
+def test_default_model_features_are_produced_by_the_engine() -> None:
+    from atm_risk.features.engine import build_features
+    from atm_risk.risk.atm_model import MODEL_FEATURES
+
+    atms = pd.DataFrame({"atm_pk": [1], "lon": [6.0], "lat": [51.5]})
+    empty = _incidents(atms, np.random.default_rng(0), 0)
+    table = build_features(atms, empty, AreaContext(crs="EPSG:3035"), as_of=T0)
+    assert set(MODEL_FEATURES) <= set(table.columns)
