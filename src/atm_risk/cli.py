@@ -272,7 +272,8 @@ def train(
             if verdict["promoted"]
             else "NOT PROMOTED (does not beat prior counts): `atm-risk score` keeps the baseline"
         )
-        + f" [{verdict['rule']}]"
+        + f" [{verdict['rule']}]",
+        markup=False,
     )
     out.print(f"wrote {output} and {output.with_suffix('.card.json')}")
 
