@@ -210,7 +210,12 @@ def score(
     """Score every active machine and publish the run when complete."""
     c = _context(ctx)
     run = run_scoring(_sessions(c), settings=c.settings, clock=c.clock, as_of=_parse_time(as_of))
-    out.print(f"run {run.id}: scored {run.n_scored} machines as of {run.as_of.isoformat()}")
+    out.print(
+        f"run {run.id}: scored {run.n_scored} machines as of {run.as_of.isoformat()} "
+        f"with {run.scorer}"
+        + (f" ({run.params['why_not_the_model']})" if run.params.get("why_not_the_model") else ""),
+        markup=False,
+    )
 
 
 @app.command()

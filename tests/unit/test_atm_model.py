@@ -171,6 +171,10 @@ def test_only_a_model_that_beats_prior_counts_is_promoted(table, tmp_path: Path)
     save_model(model, {**card, "promotion": {"promoted": True}}, path)
     assert isinstance(default_scorer(Settings(model_path=path)), ModelScorer)
     assert isinstance(default_scorer(Settings(model_path=tmp_path / "none.joblib")), BaselineScorer)
+    save_model(model, {**card, "sklearn_version": "0.0", "promotion": {"promoted": True}}, path)
+    fallback = default_scorer(Settings(model_path=path))
+    assert isinstance(fallback, BaselineScorer)
+    assert "retrain" in str(fallback.params()["why_not_the_model"])
 
 
 def test_default_model_features_are_produced_by_the_engine() -> None:

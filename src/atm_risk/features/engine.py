@@ -32,7 +32,7 @@ middle of the incident's time interval, never past t):
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -196,9 +196,7 @@ def _distance_to_layers(
 def _border_distance(xy: FloatArray, context: AreaContext) -> FloatArray:
     if context.border is None or len(context.border) == 0:
         return np.full(len(xy), np.nan)
-    tree = shapely.STRtree(context.border)
-    (_, _), dist = tree.query_nearest(shapely.points(xy), return_distance=True, all_matches=False)
-    return np.asarray(dist, dtype=float)
+    return kernels.distance_to_lines(xy, context.border)
 
 
 def _population_density(
@@ -212,7 +210,15 @@ def _population_density(
         if not len(todo):
             break
         tree = shapely.STRtree(layer.geometries)
-        point_idx, poly_idx = tree.query(points[todo], predicate="covered_by")
+        # Candidates by bounding box, then the point-in-polygon test on prepared polygons
+        # (the same test as predicate="covered_by": a point on an edge belongs to the area;
+        # much faster for many points).
+        point_idx, poly_idx = tree.query(points[todo])
+        shapely.prepare(layer.geometries)
+        inside = shapely.intersects_xy(
+            layer.geometries[poly_idx], xy[todo[point_idx], 0], xy[todo[point_idx], 1]
+        )
+        point_idx, poly_idx = point_idx[inside], poly_idx[inside]
         # A point on a shared boundary matches twice; keep its first polygon.
         first = np.unique(point_idx, return_index=True)[1]
         hit = todo[point_idx[first]]
@@ -229,6 +235,44 @@ def _urban_rural(density: FloatArray) -> npt.NDArray[np.object_]:
     return out
 
 
+def _codes(values: pd.Series, key: Callable[[object], object]) -> tuple[list[int], list[object]]:
+    """Codes of equal keys and one value per code (raises TypeError for unhashable keys).
+    ``None`` is its own key (code 0 if present first), without calling ``key``."""
+    index: dict[object, int] = {}
+    firsts: list[object] = []
+    codes: list[int] = []
+    append, get = codes.append, index.get
+    none_code = -1
+    for value in values:
+        if value is None:
+            if none_code < 0:
+                none_code = len(firsts)
+                firsts.append(None)
+            append(none_code)
+            continue
+        k = key(value)
+        code = get(k)
+        if code is None:
+            code = index[k] = len(firsts)
+            firsts.append(value)
+        append(code)
+    return codes, firsts
+
+
+def _hours_key(hours: object) -> object:
+    return tuple(hours.items()) if isinstance(hours, dict) else None
+
+
+def _hours_per_week_all(values: pd.Series) -> FloatArray:
+    """:func:`_hours_per_week` of each value; equal weekly schedules are parsed once."""
+    try:
+        codes, firsts = _codes(values, _hours_key)
+    except TypeError:  # unhashable values
+        return np.array([_hours_per_week(h) for h in values], dtype=float)
+    per_code = np.array([_hours_per_week(h) for h in firsts], dtype=float)
+    return per_code[np.asarray(codes, dtype=np.intp)] if len(codes) else np.zeros(0)
+
+
 def _hours_per_week(hours: object) -> float:
     if not isinstance(hours, dict) or len(hours) < 7:
         return math.nan
@@ -242,18 +286,36 @@ def _hours_per_week(hours: object) -> float:
 
 
 def _measure_flags(hardening: pd.Series) -> dict[str, FloatArray]:
-    sets = [set(h) if isinstance(h, (list, tuple, set)) else set() for h in hardening]
-    return {
-        "hardening_measures_n": np.array([len(s) for s in sets], dtype=float),
-        "has_cash_protection": np.array([bool(s & {"dye_ink", "glue"}) for s in sets], dtype=float),
-        "has_gas_neutraliser": np.array(["gas_neutraliser" in s for s in sets], dtype=float),
-        "has_bollards": np.array(["bollards" in s for s in sets], dtype=float),
-    }
+    def flags(h: object) -> tuple[float, float, float, float]:
+        s = set(h) if isinstance(h, (list, tuple, set)) else set()
+        return (
+            float(len(s)),
+            float(bool(s & {"dye_ink", "glue"})),
+            float("gas_neutraliser" in s),
+            float("bollards" in s),
+        )
+
+    names = ("hardening_measures_n", "has_cash_protection", "has_gas_neutraliser", "has_bollards")
+    try:
+        codes, firsts = _codes(
+            hardening,
+            lambda h: (type(h), tuple(h)) if isinstance(h, (list, tuple, set)) else None,
+        )
+    except TypeError:  # unhashable measures: one by one
+        codes, firsts = list(range(len(hardening))), list(hardening)
+    table = np.array([flags(h) for h in firsts], dtype=float).reshape(-1, 4)
+    rows = table[np.asarray(codes, dtype=np.intp)]
+    return {name: np.ascontiguousarray(rows[:, i]) for i, name in enumerate(names)}
 
 
 def static_features(
     atms: pd.DataFrame, xy: FloatArray, context: AreaContext
 ) -> dict[str, npt.ArrayLike]:
+    return spatial_static_features(xy, context) | machine_attributes(atms)
+
+
+def spatial_static_features(xy: FloatArray, context: AreaContext) -> dict[str, npt.ArrayLike]:
+    """The static features that depend on the machine's place (and its neighbours)."""
     motorway, motorway_label = _distance_to_layers(xy, context.motorway)
     police, _ = _distance_to_layers(xy, context.police)
     density, density_source = _population_density(xy, context)
@@ -268,6 +330,12 @@ def static_features(
         "atms_within_1km": kernels.count_within(xy, xy, 1_000, exclude_self=True),
         "atms_within_5km": kernels.count_within(xy, xy, 5_000, exclude_self=True),
     }
+    return cols
+
+
+def machine_attributes(atms: pd.DataFrame) -> dict[str, npt.ArrayLike]:
+    """The static features of the machine itself (site, hours, hardening)."""
+    cols: dict[str, npt.ArrayLike] = {}
     n = len(atms)
     cols["site_type"] = (
         atms["site_type"].astype(str).to_numpy() if "site_type" in atms else np.full(n, "unknown")
@@ -278,7 +346,7 @@ def static_features(
     else:
         cols["night_closure"] = np.full(n, np.nan)
     cols["opening_hours_per_week"] = (
-        np.array([_hours_per_week(h) for h in atms["opening_hours"]], dtype=float)
+        _hours_per_week_all(atms["opening_hours"])
         if "opening_hours" in atms
         else np.full(n, np.nan)
     )
@@ -290,32 +358,33 @@ def static_features(
 def dynamic_features(
     atms: pd.DataFrame, xy: FloatArray, inc: _Incidents, config: FeatureConfig
 ) -> dict[str, npt.ArrayLike]:
-    n = len(xy)
     cols: dict[str, npt.ArrayLike] = {}
-    for radius, days in config.bandwidths:
-        weights = np.exp(-inc.age_days / days)
-        cols[exposure_column(radius, days)] = kernels.gaussian_exposure(
-            xy,
-            inc.xy,
-            weights,
-            inc.sigma,
-            radius,
-            method=config.exposure_method,  # type: ignore[arg-type]
-        )
+    # One call for all bandwidths and decays: terms with the same reach share their pairs.
+    sums = kernels.gaussian_exposures(
+        xy,
+        inc.xy,
+        [np.exp(-inc.age_days / days) for _, days in config.bandwidths],
+        inc.sigma,
+        [radius for radius, _ in config.bandwidths],
+        method=config.exposure_method,  # type: ignore[arg-type]
+    )
+    for (radius, days), total in zip(config.bandwidths, sums, strict=True):
+        cols[exposure_column(radius, days)] = total
+
     windows = list(config.count_windows)
     needed_radii = sorted({r for r, _ in windows} | {50_000.0, 5_000.0})
     for radius in needed_radii:
-        qi, pj, prob = kernels.expected_within(xy, inc.xy, inc.sigma, radius)
-        age = inc.age_days[pj]
-        for r, days in windows:
-            if r == radius:
-                recent = age < days
-                cols[count_column(r, days)] = np.bincount(qi[recent], prob[recent], minlength=n)
+        # Expected counts per age interval, block by block (only the ages that matter).
+        intervals = [(0.0, float(days)) for r, days in windows if r == radius]
         if radius == 50_000.0:
-            last_90 = np.bincount(qi[age < 90], prob[age < 90], minlength=n)
-            prev = np.bincount(
-                qi[(age >= 90) & (age < 365)], prob[(age >= 90) & (age < 365)], minlength=n
-            )
+            intervals += [(0.0, 90.0), (90.0, 365.0)]
+        sums = kernels.expected_counts(xy, inc.xy, inc.sigma, radius, inc.age_days, intervals)
+        for (r, days), total in zip(
+            [(r, d) for r, d in windows if r == radius], sums, strict=False
+        ):
+            cols[count_column(r, days)] = total
+        if radius == 50_000.0:
+            last_90, prev = sums[-2], sums[-1]
             # Rates per day, each with the same prior of 0.5 attacks a year, so that no
             # activity at all gives a trend of exactly 0.
             prior = 0.5 / 365
@@ -323,8 +392,8 @@ def dynamic_features(
                 prev / 275 + prior
             )
         if radius == 5_000.0:
-            likely = prob >= 0.5
-            nearest = kernels.group_min(qi[likely], age[likely], n)
+            # An uncertain incident counts when it lay within 5 km with probability >= 0.5.
+            nearest = kernels.likely_min(xy, inc.xy, inc.sigma, radius, inc.age_days)
             cols["days_since_last_attack_within_5km"] = np.where(
                 np.isfinite(nearest), nearest, np.nan
             )
@@ -360,7 +429,19 @@ def build_features(
     x, y = project(atms["lon"].to_numpy(float), atms["lat"].to_numpy(float), config.metric_crs)
     xy = np.column_stack([x, y])
     inc = _usable_incidents(incidents, as_of, config)
-    columns = static_features(atms, xy, context) | dynamic_features(atms, xy, inc, config)
+    # The place-dependent features with the machines in spatial order (neighbours together:
+    # faster look-ups; the values do not depend on the order), put back in the order of
+    # ``atms``.
+    order = kernels.spatial_order(xy)
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(len(order))
+    spatial = spatial_static_features(xy[order], context)
+    dynamic = dynamic_features(atms[["atm_pk"]].iloc[order], xy[order], inc, config)
+    columns = (
+        {name: np.asarray(values)[inverse] for name, values in spatial.items()}
+        | machine_attributes(atms)
+        | {name: np.asarray(values)[inverse] for name, values in dynamic.items()}
+    )
     table = pd.DataFrame(columns, index=pd.Index(atms["atm_pk"].to_numpy(), name="atm_pk"))
     table.attrs["as_of"] = as_of.isoformat()
     table.attrs["missing_layers"] = list(context.missing_layers)

@@ -61,12 +61,14 @@ class BaselineScorer:
     version = baseline.SCORER_VERSION
     horizon_days = DEFAULT_HORIZON_DAYS
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, note: str | None = None) -> None:
         self._params = baseline_params(settings)
+        self.note = note
 
     def params(self) -> dict[str, Any]:
         p = self._params
         return {
+            "why_not_the_model": self.note,
             "spatial_bandwidth_m": p.spatial_bandwidth_m,
             "half_life_days": p.half_life_days,
             "location_uncertainty_m": p.location_uncertainty_m,
@@ -131,13 +133,18 @@ class ModelScorer:
 
 def default_scorer(settings: Settings) -> Scorer:
     """The model at ``settings.model_path`` if its card says it was promoted (it beat prior
-    counts in its backtest), else the transparent baseline."""
+    counts in its backtest), else the transparent baseline, which records why."""
     path = settings.model_path
-    if path is not None and path.is_file():
+    if path is None or not path.is_file():
+        return BaselineScorer(settings, note="no model file")
+    try:
         model, card = load_model(path)
-        if card.get("promotion", {}).get("promoted"):
-            return ModelScorer(model, card, settings)
-    return BaselineScorer(settings)
+    except (OSError, RuntimeError, TypeError, ValueError) as exc:
+        # A model saved by another scikit-learn version, or a damaged file: keep scoring.
+        return BaselineScorer(settings, note=f"model not loaded: {exc}")
+    if not card.get("promotion", {}).get("promoted"):
+        return BaselineScorer(settings, note=f"{path.name} not promoted (see its model card)")
+    return ModelScorer(model, card, settings)
 
 
 def run_scoring(
