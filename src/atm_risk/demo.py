@@ -61,7 +61,13 @@ def run_demo(ctx: Context, *, out_dir: Path, console: Console, top: int = 10) ->
             console.print(f"    {rejection}")
 
     run = run_scoring(ctx.sessions, settings=ctx.settings, clock=ctx.clock)
-    console.print(f"scored {run.n_scored} active machines (run {run.id}, {run.scorer})")
+    why = run.params.get("why_not_the_model")
+    console.print(
+        f"scored {run.n_scored} active machines (run {run.id}, {run.scorer}"
+        + (f"; {why}" if why else "")
+        + ")",
+        markup=False,
+    )
     with ctx.sessions() as session:
         published = latest_run(session)
         assert published is not None
