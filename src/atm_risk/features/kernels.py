@@ -159,6 +159,29 @@ def _expand(lo: IntArray, hi: IntArray, owner: IntArray) -> tuple[IntArray, IntA
     return qi, pos
 
 
+def _candidates(
+    index: _RowIndex, qx: FloatArray, qy: FloatArray, lo: IntArray, hi: IntArray
+) -> tuple[IntArray, IntArray, FloatArray]:
+    """(local query index, index position, squared distance) of every candidate in the runs
+    [lo, hi) of shape (rows, queries); in place where possible (fewer large temporaries)."""
+    length = (hi - lo).ravel()
+    run = np.flatnonzero(length)
+    length = length[run]
+    owner = run % lo.shape[1]  # runs are (row offset, query) in row-major order
+    total = int(length.sum())
+    pos = np.arange(total, dtype=np.intp)
+    pos += np.repeat(lo.ravel()[run] - (np.cumsum(length) - length), length)
+    qi = np.repeat(owner, length)
+    d2 = index.x[pos]
+    d2 -= np.repeat(qx[owner], length)
+    d2 *= d2
+    dy = index.y[pos]
+    dy -= np.repeat(qy[owner], length)
+    dy *= dy
+    d2 += dy
+    return qi, pos, d2
+
+
 def _rows_per_radius(
     points_xy: FloatArray, query_xy: FloatArray, radius: float, *, inner: bool = False
 ) -> int:
@@ -248,11 +271,7 @@ def _map_pairs(
     def work(block: tuple[IntArray, FloatArray, FloatArray]) -> list[tuple[IntArray, _R]]:
         out = []
         for ids, qx, qy, (lo, hi, _, _) in _sub_blocks(index, block, radius):
-            owner = np.broadcast_to(np.arange(len(ids)), lo.shape)
-            qi, pos = _expand(lo.ravel(), hi.ravel(), owner.ravel())
-            dx = index.x[pos] - qx[qi]
-            dy = index.y[pos] - qy[qi]
-            d2 = dx * dx + dy * dy
+            qi, pos, d2 = _candidates(index, qx, qy, lo, hi)
             if filtered:
                 keep = d2 <= r2
                 out.append((ids, fn(len(ids), qi[keep], pos[keep], d2[keep])))
