@@ -986,3 +986,15 @@ def test_missing_columns_are_refused() -> None:
             AreaContext(crs=CRS),
             as_of=AS_OF,
         )
+
+
+def test_location_errors_are_quantised_to_a_short_ladder() -> None:
+    from atm_risk.features.engine import quantise_sigma
+
+    raw = np.array([0.0, 50.0, 249.0, 250.0, 3_000.0, 3_100.0, 7_777.0])
+    q = quantise_sigma(raw)
+    assert q[:3].tolist() == [0.0, 50.0, 249.0]  # small errors kept
+    assert q[3] == 250.0
+    assert np.all(np.abs(q[3:] / raw[3:] - 1) <= 0.12)
+    many = quantise_sigma(np.linspace(300, 12_000, 5_000))
+    assert len(np.unique(many)) <= 20

@@ -123,6 +123,22 @@ def incident_ages_days(
     return np.maximum(np.asarray(age, dtype=np.float64), 0.0)
 
 
+SIGMA_LADDER_START_M, SIGMA_LADDER_RATIO = 250.0, 1.25
+
+
+def quantise_sigma(sigma: FloatArray) -> FloatArray:
+    """Round location errors of 250 m and more to a ladder 250 * 1.25^k (at most ~12 % off).
+
+    The kernels make one pass per distinct error; per-municipality errors would otherwise
+    give thousands of passes at continental scale. Smaller errors are kept as they are.
+    """
+    out = np.asarray(sigma, dtype=float).copy()
+    big = out >= SIGMA_LADDER_START_M
+    k = np.round(np.log(out[big] / SIGMA_LADDER_START_M) / np.log(SIGMA_LADDER_RATIO))
+    out[big] = SIGMA_LADDER_START_M * SIGMA_LADDER_RATIO**k
+    return out
+
+
 @dataclass(frozen=True)
 class _Incidents:
     xy: FloatArray
@@ -154,7 +170,7 @@ def _usable_incidents(
         # A per-incident location error (e.g. from the municipality's area) wins over the
         # default of its precision class.
         own = pd.to_numeric(used["location_sigma_m"], errors="coerce").to_numpy(float)
-        sigma = np.where(np.isfinite(own) & (own >= 0), own, sigma)
+        sigma = np.where(np.isfinite(own) & (own >= 0), quantise_sigma(own), sigma)
     atm_pk = (
         pd.to_numeric(used["atm_pk"], errors="coerce").to_numpy(float)
         if "atm_pk" in used
