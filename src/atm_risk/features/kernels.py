@@ -381,7 +381,8 @@ def gaussian_exposure(
     A point known only to within ``sigma_j`` metres is spread over a wider kernel with the
     same total weight, never counted as exact. ``exact`` evaluates every pair within
     6 h_j; ``grid`` bins the points linearly onto a grid of h/8 cells, smooths with
-    a Gaussian filter and interpolates bilinearly (relative error about 1e-3 of the peak);
+    a Gaussian filter and interpolates bilinearly (differences up to about 1 % of the value,
+    measured by benchmarks/features.py);
     ``auto`` picks ``grid`` when the pair count would be large.
     """
     return gaussian_exposures(
