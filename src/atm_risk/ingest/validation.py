@@ -58,7 +58,7 @@ def format_validation_error(exc: ValidationError) -> str:
     for err in exc.errors(include_url=False):
         loc = ".".join(str(p) for p in err["loc"]) or "row"
         msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "missing":
+        if err["type"] == "missing" or ("input" in err and err["input"] is None):
             parts.append(f"{loc}: required, missing")
             continue
         shown = repr(err.get("input"))
