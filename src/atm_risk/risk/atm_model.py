@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -250,25 +249,16 @@ def rolling_backtest(
     for name, plist in probs.items():
         if not plist:
             continue
-        p = np.concatenate(plist)
-        top = {}
-        for cov in metrics.COVERAGES:
-            got = sum(
-                float(o[metrics.flagged(pr, cov, tiebreak)].sum())
-                for pr, o in zip(plist, outcomes, strict=True)
-            )
-            top[str(cov)] = got / float(y.sum()) if y.sum() else math.nan
-        out["methods"][name] = {
-            "share_of_expected_attacks_in_top": top,
-            "brier": metrics.brier(p, y),
-            "brier_skill_vs_base_rate": metrics.brier_skill(
-                p, np.concatenate(probs["base_rate"]), y
-            ),
-            "brier_skill_vs_prior_counts": metrics.brier_skill(
-                p, np.concatenate(probs["prior_counts"]), y
-            ),
-            "reliability_by_decile": metrics.reliability(p, y),
-        }
+        report = metrics.probability_report(
+            plist,
+            outcomes,
+            outcomes,
+            base_rate=probs["base_rate"],
+            prior_counts=probs["prior_counts"],
+            tiebreak=tiebreak,
+        )
+        report["share_of_expected_attacks_in_top"] = report.pop("share_in_top")
+        out["methods"][name] = report
     return out
 
 

@@ -213,7 +213,6 @@ def run_machine_backtest(
         hit = (data.event_t >= origin) & (data.event_t < origin + horizon_days)
         counts.append(np.bincount(data.event_machine[hit], minlength=len(data.ids)).astype(float))
         outcomes.append((counts[-1] > 0).astype(float))
-    y = np.concatenate(outcomes)
     # Ties are broken by a hash of the machine id, never by file order: a file may be
     # sorted by something that leaks the answer (the Lisbon table lists attacked machines
     # first).
@@ -229,24 +228,19 @@ def run_machine_backtest(
         "methods": {},
     }
     for name, plist in probs.items():
-        p = np.concatenate(plist)
-        share = {}
-        for k in COVERAGES:
-            top = 0.0
-            for pr, c in zip(plist, counts, strict=True):
-                top += c[metrics.flagged(pr, k, tiebreak)].sum()
-            share[str(k)] = top / n_events if n_events else math.nan
+        report = metrics.probability_report(
+            plist,
+            counts,
+            outcomes,
+            base_rate=probs["base_rate"],
+            prior_counts=probs["prior_counts"],
+            tiebreak=tiebreak,
+        )
+        share = report.pop("share_in_top")
         out["methods"][name] = {
             "kind": "model" if name == "model" else "baseline",
             "share_of_attacks_in_top": share,
             "hit_rate": share,
-            "brier": metrics.brier(p, y),
-            "brier_skill_vs_base_rate": metrics.brier_skill(
-                p, np.concatenate(probs["base_rate"]), y
-            ),
-            "brier_skill_vs_prior_counts": metrics.brier_skill(
-                p, np.concatenate(probs["prior_counts"]), y
-            ),
-            "reliability_by_decile": metrics.reliability(p, y),
+            **report,
         }
     return out

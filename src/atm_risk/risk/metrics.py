@@ -106,3 +106,35 @@ def reliability(prob: FloatArray, outcome: FloatArray, bins: int = 10) -> list[d
             }
         )
     return out
+
+
+def probability_report(
+    probs: Sequence[FloatArray],
+    attacks: Sequence[FloatArray],
+    outcomes: Sequence[FloatArray],
+    *,
+    base_rate: Sequence[FloatArray],
+    prior_counts: Sequence[FloatArray],
+    tiebreak: npt.ArrayLike | None = None,
+) -> dict[str, object]:
+    """Machine-level scores of one method over origins.
+
+    ``probs[o]``: the method's probabilities at origin o; ``attacks[o]``: attacks (or their
+    expected number) per machine in the window, for the share in the top k %; ``outcomes[o]``:
+    the 0/1 (or soft) outcome per machine, for the Brier scores.
+    """
+    p, y = np.concatenate(probs), np.concatenate(outcomes)
+    total = float(sum(a.sum() for a in attacks))
+    share = {}
+    for k in COVERAGES:
+        got = sum(
+            float(a[flagged(pr, k, tiebreak)].sum()) for pr, a in zip(probs, attacks, strict=True)
+        )
+        share[str(k)] = got / total if total else math.nan
+    return {
+        "share_in_top": share,
+        "brier": brier(p, y),
+        "brier_skill_vs_base_rate": brier_skill(p, np.concatenate(base_rate), y),
+        "brier_skill_vs_prior_counts": brier_skill(p, np.concatenate(prior_counts), y),
+        "reliability_by_decile": reliability(p, y),
+    }
