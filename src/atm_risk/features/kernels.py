@@ -461,7 +461,7 @@ def _choose_method(
     expected_pairs = len(query_xy) * len(points_xy) * min(math.pi * radius**2 / area, 1.0)
     cells = _grid_cells(query_xy, points_xy, h, query_bounds)
     return (
-        "grid" if expected_pairs > 5 * MAX_PAIRS_PER_CHUNK and cells <= MAX_GRID_CELLS else "exact"
+        "grid" if expected_pairs > 2 * MAX_PAIRS_PER_CHUNK and cells <= MAX_GRID_CELLS else "exact"
     )
 
 
