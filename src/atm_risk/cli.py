@@ -15,6 +15,7 @@ from atm_risk import migrate
 from atm_risk.app import Context
 from atm_risk.areas.service import ingest_area, list_layers
 from atm_risk.config import load_settings
+from atm_risk.files import atomic_path
 from atm_risk.ingest.errors import IngestError
 from atm_risk.ingest.report import IngestReport
 from atm_risk.ingest.run import ingest_atms, ingest_incidents
@@ -317,12 +318,11 @@ def features(
     if output is None:
         table.to_csv(sys.stdout)
         return
-    tmp = output.with_name(output.name + ".tmp")
-    if fmt is FeatureFormat.parquet:
-        table.to_parquet(tmp)
-    else:
-        table.to_csv(tmp)
-    tmp.replace(output)
+    with atomic_path(output) as tmp:
+        if fmt is FeatureFormat.parquet:
+            table.to_parquet(tmp)
+        else:
+            table.to_csv(tmp)
     out.print(
         f"wrote {len(table)} machines x {table.shape[1]} columns "
         f"as of {when.isoformat()} to {output}"
@@ -485,10 +485,8 @@ def simulate(
         metric_crs=c.settings.metric_crs,
     )
     frame = simulate_attacks(machines, params)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".tmp")
-    frame.to_csv(tmp, index=False)
-    tmp.replace(output)
+    with atomic_path(output) as tmp:
+        frame.to_csv(tmp, index=False)
     sprees = frame["spree"].replace("", None).dropna().nunique()
     out.print(
         f"wrote {len(frame)} SIMULATED attacks ({sprees} sprees) over {len(machines)} machines, "
@@ -526,10 +524,8 @@ def rank(
     if output is None:
         writer(items, run, sys.stdout)
         return
-    tmp = output.with_name(output.name + ".tmp")
-    with tmp.open("w", encoding="utf-8", newline="") as fh:
+    with atomic_path(output) as tmp, tmp.open("w", encoding="utf-8", newline="") as fh:
         writer(items, run, fh)
-    tmp.replace(output)
     out.print(f"wrote {len(items)} machines to {output}")
 
 

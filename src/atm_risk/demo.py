@@ -11,6 +11,7 @@ from atm_risk.app import Context
 from atm_risk.areas.service import ingest_area
 from atm_risk.catalog import SHIPPED
 from atm_risk.features.store import compute_features
+from atm_risk.files import atomic_path
 from atm_risk.ingest.report import IngestReport
 from atm_risk.ingest.run import ingest_atms, ingest_incidents
 from atm_risk.migrate import upgrade
@@ -78,17 +79,15 @@ def run_demo(ctx: Context, *, out_dir: Path, console: Console, top: int = 10) ->
     with ctx.sessions() as session:
         features = compute_features(session, ctx.settings, as_of=published.as_of)
     features_path = out_dir / "features.csv"
-    features.to_csv(features_path.with_suffix(".csv.tmp"))
-    features_path.with_suffix(".csv.tmp").replace(features_path)
+    with atomic_path(features_path) as tmp:
+        features.to_csv(tmp)
     console.print(
         f"wrote {features_path} ({len(features)} machines x {features.shape[1]} features "
         f"as of {published.as_of:%Y-%m-%d %H:%M} UTC)"
     )
     target = out_dir / "ranking.csv"
-    tmp = target.with_suffix(".csv.tmp")
-    with tmp.open("w", encoding="utf-8", newline="") as fh:
+    with atomic_path(target) as tmp, tmp.open("w", encoding="utf-8", newline="") as fh:
         write_csv(items, published, fh)
-    tmp.replace(target)  # never a half-written file
     console.print(
         f"wrote {target} ({len(items)} machines) in {time.perf_counter() - t0:.1f} s. "
         "The score is the transparent exposure baseline, not a calibrated probability."

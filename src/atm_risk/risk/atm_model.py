@@ -42,6 +42,7 @@ from atm_risk.features.engine import (
     _usable_incidents,
     build_features,
 )
+from atm_risk.files import atomic_path
 from atm_risk.geo import project
 from atm_risk.risk import metrics
 
@@ -275,14 +276,10 @@ def data_hash(atms: pd.DataFrame, incidents: pd.DataFrame) -> str:
 
 def save_model(model: AtmRiskModel, card: dict[str, Any], path: Path) -> None:
     """Write the model (joblib) and its card (JSON) next to it, each atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    joblib.dump(model, tmp)
-    tmp.replace(path)
-    card_path = path.with_suffix(".card.json")
-    tmp_card = card_path.with_name(card_path.name + ".tmp")
-    tmp_card.write_text(json.dumps(card, indent=2, default=str) + "\n", encoding="utf-8")
-    tmp_card.replace(card_path)
+    with atomic_path(path) as tmp:
+        joblib.dump(model, tmp)
+    with atomic_path(path.with_suffix(".card.json")) as tmp:
+        tmp.write_text(json.dumps(card, indent=2, default=str) + "\n", encoding="utf-8")
 
 
 def load_model(path: Path) -> tuple[AtmRiskModel, dict[str, Any]]:

@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
+import pandas as pd
 
 from atm_risk.atms.models import Atm, SiteType
+from atm_risk.features.engine import incident_ages_days
 from atm_risk.geo import FloatArray, project
 from atm_risk.incidents.models import PHYSICAL_ATTACKS, GeocodePrecision, Incident
 
@@ -72,15 +74,6 @@ class BaselineScore:
     features: dict[str, float | int | None]
 
 
-def _incident_midpoints(incidents: list[Incident], as_of: datetime) -> FloatArray:
-    """Age in days of each incident at ``as_of`` (interval midpoint, never in the future)."""
-    ages = []
-    for inc in incidents:
-        mid = inc.occurred_from + (min(inc.occurred_to, as_of) - inc.occurred_from) / 2
-        ages.append(max((as_of - mid).total_seconds() / 86_400.0, 0.0))
-    return np.asarray(ages, dtype=float)
-
-
 def score_atms(
     atms: list[Atm], incidents: list[Incident], *, as_of: datetime, params: BaselineParams
 ) -> list[BaselineScore]:
@@ -106,7 +99,11 @@ def score_atms(
     h0 = params.spatial_bandwidth_m
     h = np.sqrt(h0**2 + sigma**2)
     norm = (h0 / h) ** 2 if usable else np.zeros(0)
-    ages = _incident_midpoints(usable, as_of)
+    ages = incident_ages_days(
+        pd.Series([i.occurred_from for i in usable], dtype="datetime64[ns, UTC]"),
+        pd.Series([i.occurred_to for i in usable], dtype="datetime64[ns, UTC]"),
+        as_of,
+    )
     decay = 0.5 ** (ages / params.half_life_days)
 
     out: list[BaselineScore] = []

@@ -39,7 +39,9 @@ class Events:
         return len(self.time)
 
 
-def _pick(columns: list[str], given: str | None, candidates: tuple[str, ...], what: str) -> str:
+def pick_column(
+    columns: list[str], given: str | None, candidates: tuple[str, ...], what: str
+) -> str:
     if given is not None:
         if given not in columns:
             raise EventsInputError(
@@ -77,9 +79,9 @@ def load_events(
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise EventsInputError(f"{path}: not a readable CSV: {exc}") from exc
     columns = list(frame.columns)
-    tcol = _pick(columns, time_col, TIME_CANDIDATES, "time")
-    xcol = _pick(columns, lon_col, LON_CANDIDATES, "lon")
-    ycol = _pick(columns, lat_col, LAT_CANDIDATES, "lat")
+    tcol = pick_column(columns, time_col, TIME_CANDIDATES, "time")
+    xcol = pick_column(columns, lon_col, LON_CANDIDATES, "lon")
+    ycol = pick_column(columns, lat_col, LAT_CANDIDATES, "lat")
     if frame.empty:
         raise EventsInputError(f"{path}: no rows")
     times = pd.to_datetime(frame[tcol].str.strip(), errors="coerce", format="mixed")

@@ -38,7 +38,7 @@ from sklearn.preprocessing import StandardScaler
 
 from atm_risk.features import kernels
 from atm_risk.risk import metrics
-from atm_risk.risk.events import EventsInputError, _pick
+from atm_risk.risk.events import EventsInputError, pick_column
 from atm_risk.risk.grid import FloatArray, project_utm
 from atm_risk.risk.history import to_days
 
@@ -68,11 +68,11 @@ def load_machine_data(
     """Machines (id, lon, lat, optional numeric columns) and events naming a machine."""
     m = pd.read_csv(machines, dtype=str, keep_default_na=False)
     e = pd.read_csv(events, dtype=str, keep_default_na=False)
-    mid = _pick(list(m.columns), atm_col, ("atm_id", "ATM_ID", "id"), "atm-id")
-    eid = _pick(list(e.columns), event_atm_col or mid, ("atm_id", "ATM_ID"), "event-atm")
-    lon = _pick(list(m.columns), None, ("lon", "longitude", "lng"), "lon")
-    lat = _pick(list(m.columns), None, ("lat", "latitude"), "lat")
-    tcol = _pick(
+    mid = pick_column(list(m.columns), atm_col, ("atm_id", "ATM_ID", "id"), "atm-id")
+    eid = pick_column(list(e.columns), event_atm_col or mid, ("atm_id", "ATM_ID"), "event-atm")
+    lon = pick_column(list(m.columns), None, ("lon", "longitude", "lng"), "lon")
+    lat = pick_column(list(m.columns), None, ("lat", "latitude"), "lat")
+    tcol = pick_column(
         list(e.columns), time_col, ("EVENT_DATE", "occurred_at", "datetime", "date"), "time"
     )
     if m[mid].duplicated().any():
