@@ -6,14 +6,15 @@ import sys
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from atm_risk import migrate
 from atm_risk.app import Context
 from atm_risk.areas.service import ingest_area, list_layers
+from atm_risk.cli_common import EXIT_REJECTED, context_of, emit, err, fail, out, sessions_of
+from atm_risk.cli_plans import plan_app
 from atm_risk.config import load_settings
 from atm_risk.files import atomic_path
 from atm_risk.ingest.errors import IngestError
@@ -29,17 +30,7 @@ areas_app = typer.Typer(no_args_is_help=True, help="Area layers.")
 app.add_typer(db_app, name="db")
 app.add_typer(ingest_app, name="ingest")
 app.add_typer(areas_app, name="areas")
-
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, soft_wrap=True)
-
-EXIT_REJECTED = 1  # some rows were rejected (valid ones written unless --strict)
-EXIT_USAGE = 2  # the input as a whole is unusable; nothing written
-
-
-def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    err.print(f"error: {message}", markup=False, highlight=False)
-    raise typer.Exit(code)
+app.add_typer(plan_app, name="plan")
 
 
 @app.callback()
@@ -53,22 +44,9 @@ def main_callback(
     try:
         settings = load_settings(config)
     except (FileNotFoundError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     ctx.obj = Context(settings=settings)
     ctx.call_on_close(ctx.obj.close)
-
-
-def _context(ctx: typer.Context) -> Context:
-    obj = ctx.obj
-    assert isinstance(obj, Context)
-    return obj
-
-
-def _sessions(c: Context):  # type: ignore[no-untyped-def]
-    try:
-        return c.sessions
-    except migrate.SchemaNotReadyError as exc:
-        _fail(str(exc))
 
 
 # --- db -------------------------------------------------------------------------------
@@ -77,7 +55,7 @@ def _sessions(c: Context):  # type: ignore[no-untyped-def]
 @db_app.command("upgrade")
 def db_upgrade(ctx: typer.Context, revision: str = "head") -> None:
     """Create or upgrade the schema (Alembic) to REVISION (default: head)."""
-    c = _context(ctx)
+    c = context_of(ctx)
     migrate.upgrade(c.engine, revision)
     out.print(f"database at revision {migrate.current_revision(c.engine)}")
 
@@ -85,7 +63,7 @@ def db_upgrade(ctx: typer.Context, revision: str = "head") -> None:
 @db_app.command("downgrade")
 def db_downgrade(ctx: typer.Context, revision: str) -> None:
     """Downgrade the schema to REVISION ('base' drops every table)."""
-    c = _context(ctx)
+    c = context_of(ctx)
     migrate.downgrade(c.engine, revision)
     out.print(f"database at revision {migrate.current_revision(c.engine)}")
 
@@ -93,7 +71,7 @@ def db_downgrade(ctx: typer.Context, revision: str) -> None:
 @db_app.command("current")
 def db_current(ctx: typer.Context) -> None:
     """Show the schema revision of the database and of the code."""
-    c = _context(ctx)
+    c = context_of(ctx)
     out.print(f"database: {migrate.current_revision(c.engine)}  code: {migrate.head_revision()}")
 
 
@@ -122,11 +100,13 @@ def ingest_atms_cmd(
     strict: StrictOpt = False,
 ) -> None:
     """Load cash machines from CSV, GeoJSON or GeoPackage (upsert by operator and atm_id)."""
-    c = _context(ctx)
+    c = context_of(ctx)
     try:
-        report = ingest_atms(_sessions(c), path=path, profile=profile, strict=strict, clock=c.clock)
+        report = ingest_atms(
+            sessions_of(c), path=path, profile=profile, strict=strict, clock=c.clock
+        )
     except IngestError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     _print_report(report)
 
 
@@ -141,13 +121,13 @@ def ingest_incidents_cmd(
     strict: StrictOpt = False,
 ) -> None:
     """Load incidents (upsert by feed and incident_id)."""
-    c = _context(ctx)
+    c = context_of(ctx)
     try:
         report = ingest_incidents(
-            _sessions(c), path=path, profile=profile, feed=feed, strict=strict, clock=c.clock
+            sessions_of(c), path=path, profile=profile, feed=feed, strict=strict, clock=c.clock
         )
     except IngestError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     _print_report(report)
 
 
@@ -165,21 +145,27 @@ def ingest_area_cmd(
     ] = None,
 ) -> None:
     """Load an area layer NAME from PATH, replacing the previous version atomically."""
-    c = _context(ctx)
+    c = context_of(ctx)
     try:
         report = ingest_area(
-            _sessions(c), name=name, path=path, clock=c.clock, strict=strict, join=join, join_on=on
+            sessions_of(c),
+            name=name,
+            path=path,
+            clock=c.clock,
+            strict=strict,
+            join=join,
+            join_on=on,
         )
     except IngestError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     _print_report(report)
 
 
 @areas_app.command("list")
 def areas_list(ctx: typer.Context) -> None:
     """List the stored area layers."""
-    c = _context(ctx)
-    with _sessions(c)() as session:
+    c = context_of(ctx)
+    with sessions_of(c)() as session:
         for layer in list_layers(session):
             out.print(
                 f"{layer.name:<24} {layer.geometry_type:<16} {layer.n_features:>7} features "
@@ -197,7 +183,7 @@ def _parse_time(value: str | None) -> datetime | None:
     try:
         when = datetime.fromisoformat(value)
     except ValueError:
-        _fail(f"--as-of {value!r}: expected an ISO 8601 date or date-time")
+        fail(f"--as-of {value!r}: expected an ISO 8601 date or date-time")
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
@@ -209,8 +195,8 @@ def score(
     ] = None,
 ) -> None:
     """Score every active machine and publish the run when complete."""
-    c = _context(ctx)
-    run = run_scoring(_sessions(c), settings=c.settings, clock=c.clock, as_of=_parse_time(as_of))
+    c = context_of(ctx)
+    run = run_scoring(sessions_of(c), settings=c.settings, clock=c.clock, as_of=_parse_time(as_of))
     out.print(
         f"run {run.id}: scored {run.n_scored} machines as of {run.as_of.isoformat()} "
         f"with {run.scorer}"
@@ -237,8 +223,8 @@ def train(
     """Fit the machine model on rolling windows, backtest it, save it with its model card."""
     from atm_risk.risk.training import train_from_store
 
-    c = _context(ctx)
-    with _sessions(c)() as session:
+    c = context_of(ctx)
+    with sessions_of(c)() as session:
         try:
             card = train_from_store(
                 session,
@@ -251,7 +237,7 @@ def train(
                 output=output,
             )
         except ValueError as exc:
-            _fail(str(exc), 1)
+            fail(str(exc), 1)
     bt = card["backtest"]
     out.print(
         f"{card['target']}, {card['horizon_days']:g} days; "
@@ -303,9 +289,9 @@ def features(
     """Write the feature table (one row per active machine) as of a time."""
     from atm_risk.features.store import compute_features
 
-    c = _context(ctx)
+    c = context_of(ctx)
     when = _parse_time(as_of) or c.clock.now()
-    with _sessions(c)() as session:
+    with sessions_of(c)() as session:
         table = compute_features(session, c.settings, as_of=when)
     if table.attrs.get("missing_layers"):
         err.print(
@@ -314,7 +300,7 @@ def features(
             markup=False,
         )
     if fmt is FeatureFormat.parquet and output is None:
-        _fail("--format parquet needs --output FILE")
+        fail("--format parquet needs --output FILE")
     if output is None:
         table.to_csv(sys.stdout)
         return
@@ -360,7 +346,7 @@ def backtest(
         try:
             data = load_machine_data(machines, events, atm_col=atm_col, time_col=time_col)
         except EventsInputError as exc:
-            _fail(str(exc))
+            fail(str(exc))
         doc = run_machine_backtest(data, n_origins=origins, horizon_days=horizon_days)
         print_machine_backtest(doc, out)
         if as_json:
@@ -374,7 +360,7 @@ def backtest(
     try:
         loaded = load_events(events, time_col=time_col, lon_col=lon_col, lat_col=lat_col)
     except EventsInputError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     result = run_backtest(loaded, n_origins=origins, progress=lambda m: err.print(m, markup=False))
     doc = result.as_json()
     print_backtest(doc, out)
@@ -386,9 +372,9 @@ def _floats(text: str, what: str) -> list[float]:
     try:
         values = [float(v) for v in text.split(",")]
     except ValueError:
-        _fail(f"{what}: expected comma-separated numbers, got {text!r}")
+        fail(f"{what}: expected comma-separated numbers, got {text!r}")
     if len(values) < 2 or values != sorted(values):
-        _fail(f"{what}: give at least two increasing band edges")
+        fail(f"{what}: give at least two increasing band edges")
     return values
 
 
@@ -415,7 +401,7 @@ def knox(
     try:
         loaded = load_events(events, time_col=time_col, lon_col=lon_col, lat_col=lat_col)
     except EventsInputError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     h = History.from_events(loaded)
     cells = knox_test(
         h.t,
@@ -470,13 +456,13 @@ def simulate(
     try:
         first = date.fromisoformat(start)
     except ValueError:
-        _fail(f"--start {start!r}: expected an ISO date")
-    c = _context(ctx)
+        fail(f"--start {start!r}: expected an ISO date")
+    c = context_of(ctx)
     as_of = datetime.combine(first, datetime.min.time(), tzinfo=UTC)
-    with _sessions(c)() as session:
+    with sessions_of(c)() as session:
         machines = compute_features(session, c.settings, as_of=as_of)
     if machines.empty:
-        _fail("no active machines stored: ingest machines first", 1)
+        fail("no active machines stored: ingest machines first", 1)
     params = SimulationParams(
         start=first,
         years=years,
@@ -511,22 +497,17 @@ def rank(
     ] = None,
 ) -> None:
     """Show the latest published ranking with the reasons for each score."""
-    c = _context(ctx)
-    with _sessions(c)() as session:
+    c = context_of(ctx)
+    with sessions_of(c)() as session:
         run = latest_run(session)
         if run is None:
-            _fail("no published scoring run yet: run `atm-risk score` first", 1)
+            fail("no published scoring run yet: run `atm-risk score` first", 1)
         items = ranking(session, run, top=None if all_ else top)
     if fmt is Format.table:
         print_table(items, run, out)
         return
     writer = write_csv if fmt is Format.csv else write_json
-    if output is None:
-        writer(items, run, sys.stdout)
-        return
-    with atomic_path(output) as tmp, tmp.open("w", encoding="utf-8", newline="") as fh:
-        writer(items, run, fh)
-    out.print(f"wrote {len(items)} machines to {output}")
+    emit(lambda fh: writer(items, run, fh), output, what=f"{len(items)} machines")
 
 
 @app.command()
@@ -540,7 +521,7 @@ def demo(
     """Run the main job end to end on the shipped data in a fresh SQLite database."""
     from atm_risk.demo import _fresh_sqlite, run_demo
 
-    c = _context(ctx)
+    c = context_of(ctx)
     demo_ctx = Context(
         settings=c.settings.model_copy(update={"database_url": _fresh_sqlite(database)}),
         clock=c.clock,

@@ -22,13 +22,18 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from atm_risk.alerts.settings import AlertSettings
+from atm_risk.decisions.settings import DecisionSettings
+
 DEFAULT_DATABASE_URL = "sqlite:///var/atm-risk.sqlite3"
 
 
 class Settings(BaseSettings):
     """Every setting with its default. See docs/OPERATIONS.md for the reference table."""
 
-    model_config = SettingsConfigDict(env_prefix="ATM_RISK_", extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="ATM_RISK_", extra="forbid", env_nested_delimiter="__"
+    )
 
     database_url: str = Field(
         DEFAULT_DATABASE_URL,
@@ -46,10 +51,14 @@ class Settings(BaseSettings):
         "beside it). When the file does not exist, or the value is empty, the transparent "
         "baseline scores instead.",
     )
-    default_loss_eur: float = Field(
-        100_000.0,
-        description="All-in loss per attack when a machine has no figure (DOMAIN.md: "
-        "German all-in damage about EUR 77k-220k per attack).",
+    alerts: AlertSettings = Field(
+        default_factory=AlertSettings,
+        description="Routing file, SMTP relay, grouping, repeats and retries ([alerts]).",
+    )
+    decisions: DecisionSettings = Field(
+        default_factory=DecisionSettings,
+        description="Costs, attack rates, thresholds and the measure catalogue behind the "
+        "expected loss, the recommended actions and the plans ([decisions] in TOML).",
     )
     # Transparent baseline score (issue 2): incident exposure with distance and time decay.
     baseline_spatial_bandwidth_m: float = Field(

@@ -3,20 +3,30 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 from rich.console import Console
 
 from atm_risk.app import Context
 from atm_risk.areas.service import ingest_area
 from atm_risk.catalog import SHIPPED
+from atm_risk.decisions import report
+from atm_risk.decisions.plans import hardening_plan, patrol_plan
+from atm_risk.decisions.sensitivity import sensitivity_table
 from atm_risk.features.store import compute_features
 from atm_risk.files import atomic_path
 from atm_risk.ingest.report import IngestReport
 from atm_risk.ingest.run import ingest_atms, ingest_incidents
 from atm_risk.migrate import upgrade
 from atm_risk.output import print_table, write_csv
+from atm_risk.risk.models import RiskRun
 from atm_risk.risk.service import latest_run, ranking, run_scoring
+
+DEMO_BUDGET_EUR = 500_000.0
+DEMO_UNITS = 5
+DEMO_MINUTES = 10
 
 
 def _fresh_sqlite(path: Path) -> str:
@@ -88,8 +98,47 @@ def run_demo(ctx: Context, *, out_dir: Path, console: Console, top: int = 10) ->
     target = out_dir / "ranking.csv"
     with atomic_path(target) as tmp, tmp.open("w", encoding="utf-8", newline="") as fh:
         write_csv(items, published, fh)
+    console.print(f"wrote {target} ({len(items)} machines)")
+    write_plans(ctx, published, out_dir, console)
     console.print(
-        f"wrote {target} ({len(items)} machines) in {time.perf_counter() - t0:.1f} s. "
-        "The score is the transparent exposure baseline, not a calibrated probability."
+        f"demo done in {time.perf_counter() - t0:.1f} s. The probabilities come from "
+        f"{published.params.get('probability_method')}: see README, 'Which scorer runs'."
     )
     return target
+
+
+def write_plans(ctx: Context, run: RiskRun, out_dir: Path, console: Console) -> None:
+    """The hardening plan, tonight's patrol plan and the sensitivity table, into out_dir."""
+    with ctx.sessions() as session:
+        hardening = hardening_plan(session, ctx.settings, run, budget_eur=DEMO_BUDGET_EUR)
+        patrol = patrol_plan(
+            session, ctx.settings, units=DEMO_UNITS, minutes=DEMO_MINUTES, night=None
+        )
+        sensitivity = sensitivity_table(session, ctx.settings, run, budget_eur=DEMO_BUDGET_EUR)
+    outputs: list[tuple[str, Callable[[IO[str]], None]]] = [
+        ("hardening_plan.csv", lambda fh: report.write_hardening_csv(hardening, fh)),
+        ("hardening_plan.json", lambda fh: report.dump_json(report.hardening_json(hardening), fh)),
+        ("patrol_plan.json", lambda fh: report.dump_json(report.patrol_json(patrol), fh)),
+        ("patrol_plan.geojson", lambda fh: report.dump_json(report.patrol_geojson(patrol), fh)),
+        (
+            "sensitivity.csv",
+            lambda fh: sensitivity.to_csv(fh, index=False, lineterminator="\n"),
+        ),
+    ]
+    for name, write in outputs:
+        with atomic_path(out_dir / name) as tmp, tmp.open("w", encoding="utf-8", newline="") as fh:
+            write(fh)
+    h, p = hardening.summary(), patrol.summary()
+    console.print(
+        f"hardening plan (EUR {DEMO_BUDGET_EUR:,.0f}): {h['machines_hardened']} machines, "
+        f"averts EUR {h['loss_averted_year_eur']:,.0f} a year "
+        f"({h['share_of_expected_loss_averted']:.1%} of the expected loss)",
+        markup=False,
+    )
+    console.print(
+        f"patrol plan ({DEMO_UNITS} units, {DEMO_MINUTES} min): covers "
+        f"{p['share_of_risk_covered']:.1%} of tonight's expected loss "
+        f"({', '.join(u.label for u in patrol.units)})",
+        markup=False,
+    )
+    console.print(f"wrote {', '.join(n for n, _ in outputs)} to {out_dir}", markup=False)

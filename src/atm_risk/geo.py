@@ -38,6 +38,14 @@ def project(
     return np.asarray(x, dtype=float), np.asarray(y, dtype=float)
 
 
+def unproject(x: npt.ArrayLike, y: npt.ArrayLike, crs: str) -> tuple[FloatArray, FloatArray]:
+    """Metric ``crs`` coordinates back to lon/lat degrees (WGS84)."""
+    lon, lat = _transformer(crs, WGS84).transform(
+        np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    )
+    return np.asarray(lon, dtype=float), np.asarray(lat, dtype=float)
+
+
 def utm_crs_for(lon: float, lat: float) -> str:
     """The UTM zone CRS (WGS84 datum) for a point, e.g. the centre of a data set's bbox."""
     if not (-180 <= lon <= 180 and -84 <= lat <= 84):

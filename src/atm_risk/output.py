@@ -16,6 +16,11 @@ from atm_risk.risk.service import RankedAtm
 RANKING_COLUMNS = (
     "rank",
     "score",
+    "probability",
+    "risk_band",
+    "expected_loss_eur",
+    "action",
+    "action_reason",
     "operator",
     "atm_id",
     "lat",
@@ -35,6 +40,13 @@ def _row(item: RankedAtm, run: RiskRun) -> dict[str, object]:
     return {
         "rank": item.rank,
         "score": round(item.score, 6),
+        "probability": "" if item.probability is None else round(item.probability, 8),
+        "risk_band": item.risk_band or "",
+        "expected_loss_eur": ""
+        if item.expected_loss_eur is None
+        else round(item.expected_loss_eur, 2),
+        "action": item.action or "",
+        "action_reason": item.action_text(),
         "operator": item.operator,
         "atm_id": item.atm_id,
         "lat": item.lat,
@@ -64,9 +76,12 @@ def write_json(items: Sequence[RankedAtm], run: RiskRun, out: IO[str]) -> None:
             "scorer_version": run.scorer_version,
             "as_of": run.as_of.isoformat(),
             "horizon_days": run.horizon_days,
-            "probability_calibrated": False,
+            "probability_method": run.params.get("probability_method"),
         },
-        "items": [{**_row(i, run), "reasons": i.reasons} for i in items],
+        "items": [
+            {**_row(i, run), "reasons": i.reasons, "action_reasons": i.action_reasons}
+            for i in items
+        ],
     }
     json.dump(doc, out, indent=2, ensure_ascii=False)
     out.write("\n")
@@ -77,9 +92,19 @@ def print_table(items: Sequence[RankedAtm], run: RiskRun, console: Console) -> N
         title=f"Risk ranking - run {run.id}, {run.scorer} as of {run.as_of:%Y-%m-%d %H:%M} UTC",
         show_lines=False,
     )
-    for col in ("rank", "score", "operator", "atm", "place", "reasons"):
+    horizon = f"P({run.horizon_days} d)"
+    for col in ("rank", horizon, "EL EUR", "action", "operator", "atm", "place", "reasons"):
         table.add_column(col, overflow="fold")
     for i in items:
         place = ", ".join(p for p in (i.address, i.city) if p)
-        table.add_row(str(i.rank), f"{i.score:.4f}", i.operator, i.atm_id, place, i.reasons_text())
+        table.add_row(
+            str(i.rank),
+            "" if i.probability is None else f"{i.probability:.2e}",
+            "" if i.expected_loss_eur is None else f"{i.expected_loss_eur:,.0f}",
+            i.action or "",
+            i.operator,
+            i.atm_id,
+            place,
+            i.reasons_text(),
+        )
     console.print(table)

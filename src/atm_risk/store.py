@@ -1,5 +1,6 @@
 """Every ORM model, imported once so that ``Base.metadata`` is complete (Alembic, tests)."""
 
+from atm_risk.alerts.models import Alert, Delivery, Silence
 from atm_risk.areas.models import AreaFeature, AreaLayer
 from atm_risk.atms.models import Atm
 from atm_risk.db import Base
@@ -10,6 +11,9 @@ from atm_risk.tenancy.models import Operator
 metadata = Base.metadata
 
 __all__ = [
+    "Alert",
+    "Delivery",
+    "Silence",
     "AreaFeature",
     "AreaLayer",
     "Atm",

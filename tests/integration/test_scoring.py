@@ -145,7 +145,10 @@ def test_cli_score_and_rank_formats(database_url: str, write) -> None:
 
     as_json = runner.invoke(app, ["rank", "--all", "--format", "json"], env=env)
     doc = json.loads(as_json.stdout)
-    assert doc["run"]["probability_calibrated"] is False
+    # The baseline is not calibrated: its probability is the country's rate shared by score.
+    assert doc["run"]["probability_method"] == "base_rate_scaled"
+    assert all(0 < item["probability"] < 1 for item in doc["items"])
+    assert all(item["action"] and item["action_reason"] for item in doc["items"])
     assert len(doc["items"]) == 4
     assert doc["items"][0]["reasons"][0]["factor"] == "incident_exposure"
 

@@ -66,6 +66,9 @@ class Atm(Base):
     night_closure: Mapped[bool | None]
     hardening: Mapped[list[str]] = mapped_column(JSON, default=list)
     cash_at_risk_eur: Mapped[float | None] = mapped_column(Float)
+    property_damage_eur: Mapped[float | None] = mapped_column(Float)
+    residential_building: Mapped[bool | None]
+    night_withdrawal_share: Mapped[float | None] = mapped_column(Float)
     status: Mapped[AtmStatus] = mapped_column(str_enum(AtmStatus, "atm_status"))
     installed_on: Mapped[date | None] = mapped_column(Date)
     removed_on: Mapped[date | None] = mapped_column(Date)

@@ -2,29 +2,33 @@
 
 Canonical columns (CSV header names, GeoJSON/GeoPackage property names):
 
-============== ======== =================================================================
-column         required meaning
-============== ======== =================================================================
-atm_id         yes      the operator's id for the machine (unique per operator)
-operator       yes      bank or ATM network that runs it (the tenant)
-lat, lon       yes      WGS84 degrees (GeoJSON/GeoPackage: a Point geometry instead)
-country        no       ISO 3166-1 alpha-2
-address        no       street address
-postcode       no
-city           no
-municipality   no
-site_type      no       branch, foyer, shop, free_standing, wall, other, unknown (default)
-host           no       host business (e.g. a supermarket chain)
-n_devices      no       machines at this location
-opening_hours  no       ``07:00-23:00`` (every day), ``mon=07:00-23:00;sun=closed`` or JSON
-night_closure  no       true/false; derived from opening_hours when absent
-hardening      no       ``|``- or ``,``-separated: dye_ink, glue, gas_neutraliser, bollards,
-                        reinforced_safe, alarm_fog, cctv, relocated_indoors
-cash_at_risk_eur no     cash typically held (EUR)
-status         no       active (default) or removed
-installed_on   no       ISO date
-removed_on     no       ISO date (only for status removed)
-============== ======== =================================================================
+====================== ======== ========================================================
+column                 required meaning
+====================== ======== ========================================================
+atm_id                 yes      the operator's id for the machine (unique per operator)
+operator               yes      bank or ATM network that runs it (the tenant)
+lat, lon               yes      WGS84 degrees (GeoJSON/GeoPackage: a Point geometry instead)
+country                no       ISO 3166-1 alpha-2
+address                no       street address
+postcode               no
+city                   no
+municipality           no
+site_type              no       branch, foyer, shop, free_standing, wall, other, unknown (default)
+host                   no       host business (e.g. a supermarket chain)
+n_devices              no       machines at this location
+opening_hours          no       ``07:00-23:00`` (every day), ``mon=07:00-23:00;sun=closed`` or JSON
+night_closure          no       true/false; derived from opening_hours when absent
+hardening              no       ``|``- or ``,``-separated: dye_ink, glue, gas_neutraliser, bollards,
+                                reinforced_safe, alarm_fog, cctv, relocated_indoors
+cash_at_risk_eur       no       cash typically held (EUR)
+property_damage_eur    no       damage to machine and building per attack (EUR)
+residential_building   no       true when people live in the building (collateral damage)
+night_withdrawal_share no       share of withdrawals made 23:00-07:00 (0-1)
+status                 no       active (default) or removed
+installed_on           no       ISO date
+removed_on             no       ISO date (only for status removed)
+====================== ======== ========================================================
+
 
 Any other column is kept in ``extra``.
 """
@@ -59,6 +63,9 @@ CANONICAL_ATM_COLUMNS = (
     "night_closure",
     "hardening",
     "cash_at_risk_eur",
+    "property_damage_eur",
+    "residential_building",
+    "night_withdrawal_share",
     "status",
     "installed_on",
     "removed_on",
@@ -144,6 +151,9 @@ class AtmRecord(BaseModel):
     night_closure: bool | None = None
     hardening: list[HardeningMeasure] = Field(default_factory=list)
     cash_at_risk_eur: float | None = Field(None, ge=0, le=10_000_000, allow_inf_nan=False)
+    property_damage_eur: float | None = Field(None, ge=0, le=100_000_000, allow_inf_nan=False)
+    residential_building: bool | None = None
+    night_withdrawal_share: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)
     status: AtmStatus = AtmStatus.ACTIVE
     installed_on: date | None = None
     removed_on: date | None = None

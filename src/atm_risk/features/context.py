@@ -74,6 +74,12 @@ def _truthy(series: pd.Series) -> pd.Series:
     return series.astype(str).str.lower().isin({"1", "true", "1.0"})
 
 
+def _names(frame: gpd.GeoDataFrame) -> list[str | None] | None:
+    if "feature_name" not in frame:
+        return None
+    return [None if pd.isna(n) else str(n) for n in frame["feature_name"]]
+
+
 def _union(frame: gpd.GeoDataFrame) -> BaseGeometry:
     return shapely.union_all(shapely.make_valid(frame.geometry.to_numpy()))
 
@@ -129,13 +135,17 @@ def context_from_layers(layers: Mapping[str, gpd.GeoDataFrame], crs: str) -> Are
         bw = states[states["GEN"] == "Baden-Württemberg"] if "GEN" in states else states.iloc[0:0]
         if len(bw):
             stations = get[DE_BW_POLICE]
-            ctx.police.append(PointLayer(DE_BW_POLICE, _xy(stations), None, coverage=_union(bw)))
+            ctx.police.append(
+                PointLayer(DE_BW_POLICE, _xy(stations), _names(stations), coverage=_union(bw))
+            )
     if NL_POLICE in get and NL_MUNICIPALITIES in get:
         stations = get[NL_POLICE]
         municipalities = get[NL_MUNICIPALITIES]
         hit = gpd.sjoin(municipalities, stations[["geometry"]], predicate="contains", how="inner")
         covered = municipalities.loc[sorted(set(hit.index))]
-        ctx.police.append(PointLayer(NL_POLICE, _xy(stations), None, coverage=_union(covered)))
+        ctx.police.append(
+            PointLayer(NL_POLICE, _xy(stations), _names(stations), coverage=_union(covered))
+        )
 
     if BORDER in get:
         border = get[BORDER]

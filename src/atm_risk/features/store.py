@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from datetime import datetime
 
 import geopandas as gpd
@@ -116,8 +117,13 @@ def _municipality_sigma(session: Session, incidents: pd.DataFrame) -> pd.Series:
     return sigma
 
 
-def area_context(session: Session, settings: Settings) -> AreaContext:
+def area_context(
+    session: Session, settings: Settings, *, only: Iterable[str] | None = None
+) -> AreaContext:
+    """The area context from the stored layers (``only``: just these, when loaded)."""
     names = set(session.scalars(select(AreaLayer.name)))
+    if only is not None:
+        names &= set(only)
     layers: dict[str, gpd.GeoDataFrame] = {n: load_layer(session, n) for n in sorted(names)}
     return context_from_layers(layers, settings.metric_crs)
 

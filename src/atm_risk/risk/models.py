@@ -49,3 +49,8 @@ class RiskScore(Base):
     probability: Mapped[float | None] = mapped_column(Float)
     reasons: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     features: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Decisions (atm_risk.decisions), published in the same transaction as the score.
+    risk_band: Mapped[str | None] = mapped_column(String(16))
+    expected_loss_eur: Mapped[float | None] = mapped_column(Float)
+    action: Mapped[str | None] = mapped_column(String(32), index=True)
+    action_reasons: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)

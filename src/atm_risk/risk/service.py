@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+import numpy as np
+import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -15,6 +17,7 @@ from atm_risk.atms.service import active_atms
 from atm_risk.clock import Clock
 from atm_risk.config import Settings
 from atm_risk.db import transaction
+from atm_risk.decisions.service import decide, finite
 from atm_risk.features.store import compute_features
 from atm_risk.incidents.service import incidents_before
 from atm_risk.risk import baseline
@@ -180,15 +183,20 @@ def run_scoring(
             scores = scorer.score(session, as_of)
             # Highest score first; ties by machine id so that ranks are reproducible.
             scores.sort(key=lambda s: (-s.score, s.atm_pk))
+            decisions, probability_method = _decisions(session, settings, scores, as_of, scorer)
             session.add_all(
                 RiskScore(
                     run_id=run.id,
                     atm_pk=s.atm_pk,
                     rank=rank,
                     score=s.score,
-                    probability=s.probability,
+                    probability=finite(decisions.at[s.atm_pk, "probability"]),
                     reasons=s.reasons,
                     features=s.features,
+                    risk_band=str(decisions.at[s.atm_pk, "risk_band"]),
+                    expected_loss_eur=finite(decisions.at[s.atm_pk, "expected_loss_eur"]),
+                    action=str(decisions.at[s.atm_pk, "action"]),
+                    action_reasons=decisions.at[s.atm_pk, "action_reasons"],
                 )
                 for rank, s in enumerate(scores, start=1)
             )
@@ -196,6 +204,7 @@ def run_scoring(
             db_run.status = RunStatus.SUCCEEDED
             db_run.n_scored = len(scores)
             db_run.finished_at = clock.now()
+            db_run.params = {**db_run.params, "probability_method": probability_method}
         run.status, run.n_scored = RunStatus.SUCCEEDED, len(scores)
         return run
     except BaseException as exc:
@@ -205,6 +214,19 @@ def run_scoring(
             db_run.error = f"{type(exc).__name__}: {exc}"[:4000]
             db_run.finished_at = clock.now()
         raise
+
+
+def _decisions(
+    session: Session, settings: Settings, scores: list[Scored], as_of: datetime, scorer: Scorer
+) -> tuple[pd.DataFrame, str]:
+    frame = pd.DataFrame(
+        {
+            "score": [s.score for s in scores],
+            "probability": [np.nan if s.probability is None else s.probability for s in scores],
+        },
+        index=pd.Index([s.atm_pk for s in scores], name="atm_pk"),
+    )
+    return decide(session, settings, scores=frame, as_of=as_of, horizon_days=scorer.horizon_days)
 
 
 def latest_run(session: Session) -> RiskRun | None:
@@ -230,9 +252,18 @@ class RankedAtm:
     site_type: str
     night_closure: bool | None
     reasons: list[dict[str, Any]]
+    probability: float | None = None
+    risk_band: str | None = None
+    expected_loss_eur: float | None = None
+    action: str | None = None
+    action_reasons: list[dict[str, Any]] | None = None
 
     def reasons_text(self) -> str:
         return "; ".join(str(r["text"]) for r in self.reasons)
+
+    def action_text(self) -> str:
+        """Why the action: the reason of the action itself (later ones are alternatives)."""
+        return str(self.action_reasons[0]["text"]) if self.action_reasons else ""
 
 
 def ranking(session: Session, run: RiskRun, *, top: int | None = None) -> list[RankedAtm]:
@@ -258,6 +289,11 @@ def ranking(session: Session, run: RiskRun, *, top: int | None = None) -> list[R
             site_type=str(atm.site_type),
             night_closure=atm.night_closure,
             reasons=s.reasons,
+            probability=s.probability,
+            risk_band=s.risk_band,
+            expected_loss_eur=s.expected_loss_eur,
+            action=s.action,
+            action_reasons=s.action_reasons,
         )
         for s, atm, op_name in session.execute(query)
     ]

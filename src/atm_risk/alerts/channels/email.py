@@ -1,0 +1,366 @@
+"""E-mail delivery over SMTP: one message to one recipient per call, classified for the outbox.
+
+Transport security (``SmtpConfig.security``):
+
+* ``"starttls"`` (default, port 587): plain connect, then STARTTLS **required**. A server that
+  does not advertise STARTTLS raises :class:`ChannelConfigError`; we never fall back to
+  plain text, because a man in the middle can strip the advertisement.
+* ``"tls"`` (port 465): implicit TLS from the first byte (``smtplib.SMTP_SSL``).
+* ``"none"``: no encryption. Only for a relay on the loopback interface (a local MTA or a
+  test server), where nothing crosses a network. Any other host needs the explicit
+  ``allow_plaintext=True``, for the rare internal relay that cannot speak TLS: alerts name
+  machines at risk and police regions, so sending them in clear text must be a deliberate,
+  visible decision in the configuration. Even then credentials are refused: AUTH happens
+  only over TLS, or on loopback.
+
+The TLS context always verifies: ``ssl.create_default_context(cafile=ca_file)`` with
+hostname checking on. ``ca_file`` names the CA bundle of a private relay (or a test CA); when
+set, it is the trust anchor *instead of* the system store. A certificate that fails
+verification raises :class:`ChannelConfigError`.
+
+Classification of one attempt (see :mod:`atm_risk.alerts.channels.base`):
+
+* accepted after DATA -> ``SENT``, ``detail`` is the server's final reply;
+* any 4xx reply (greeting, EHLO, STARTTLS, AUTH, MAIL, RCPT, DATA), timeouts, refused or
+  reset connections, a server that hangs up -> ``TRANSIENT``;
+* any 5xx reply (550 unknown recipient, 554 rejected, 535 bad credentials, ...) ->
+  ``PERMANENT``;
+* TLS required but not offered, certificate verification failure, a TLS protocol mismatch,
+  AUTH configured but not offered -> :class:`ChannelConfigError`.
+
+The connection is always closed, whatever happens.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import hashlib
+import io
+import re
+import smtplib
+import socket
+import ssl
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from email import policy as email_policy
+from email.generator import BytesGenerator
+from email.message import EmailMessage
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from atm_risk.alerts.channels.base import (
+    ChannelConfigError,
+    DeliveryResult,
+    Outcome,
+    is_loopback_host,
+    tls_context,
+)
+
+__all__ = [
+    "Attachment",
+    "SmtpConfig",
+    "build_message",
+    "message_id_for",
+    "send_email",
+]
+
+Attachment = tuple[str, bytes, str]
+"""``(filename, content, mime type)``, e.g. ``("ranking.csv", b"...", "text/csv")``."""
+
+_MESSAGE_ID = re.compile(r"<[^<>@\s]+@[^<>@\s]+>")
+_DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+_ADDRESS = re.compile(r"[^@\s<>]+@[^@\s<>]+")
+_MIME_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*")
+_RESERVED_HEADERS = frozenset(
+    {
+        "from",
+        "to",
+        "cc",
+        "bcc",
+        "subject",
+        "date",
+        "message-id",
+        "mime-version",
+        "content-type",
+        "content-transfer-encoding",
+    }
+)
+
+
+class SmtpConfig(BaseModel):
+    """How to reach the SMTP relay. The password never appears in ``repr``/``str``/errors."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    host: str = Field(min_length=1)
+    port: int = Field(ge=1, le=65535)
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: str | None = None
+    password: SecretStr | None = None
+    timeout_s: float = Field(default=10.0, gt=0)
+    from_address: str = Field(description="Envelope sender (MAIL FROM), where bounces go")
+    ca_file: Path | None = Field(
+        default=None,
+        description="PEM CA bundle trusted instead of the system store (private relay, tests)",
+    )
+    local_hostname: str | None = Field(default=None, description="Name sent in EHLO")
+    allow_plaintext: bool = Field(
+        default=False,
+        description=(
+            "Permit security='none' to a non-loopback host. Off by default: alert content "
+            "would cross the network unencrypted. Credentials are never sent that way."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _check_security(self) -> Self:
+        loopback = is_loopback_host(self.host)
+        if self.security == "none" and not loopback and not self.allow_plaintext:
+            raise ValueError(
+                f"security='none' to non-loopback host {self.host!r} sends alerts in clear "
+                "text; use 'starttls' or 'tls', or set allow_plaintext=True deliberately"
+            )
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password go together")
+        if self.username is not None and self.security == "none" and not loopback:
+            raise ValueError("credentials are only sent over TLS (or to a loopback relay)")
+        if self.ca_file is not None and self.security == "none":
+            raise ValueError("ca_file has no effect with security='none'")
+        if not _ADDRESS.fullmatch(self.from_address):
+            raise ValueError("from_address must be a bare address like alerts@example.org")
+        return self
+
+
+def message_id_for(key: str, domain: str) -> str:
+    """A deterministic Message-ID for an outbox idempotency key: the same key, the same id.
+
+    A key that is already a valid dot-atom is used as is (``<key@domain>``). Otherwise the
+    characters a Message-ID may not contain become ``.`` and a short hash of the original
+    key is appended, so two different keys never share an id.
+    """
+    if not key:
+        raise ValueError("key must not be empty")
+    right = ".".join(part for part in re.split(r"[^A-Za-z0-9-]+", domain) if part)
+    if not right:
+        raise ValueError("domain must not be empty")
+    if _DOT_ATOM.fullmatch(key):
+        return f"<{key}@{right}>"
+    readable = ".".join(part for part in re.split(r"[^A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+", key) if part)
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+    return f"<{readable}.{digest}@{right}>" if readable else f"<{digest}@{right}>"
+
+
+def build_message(
+    *,
+    subject: str,
+    sender: str,
+    to: str | Sequence[str],
+    message_id: str,
+    text: str,
+    html: str | None = None,
+    attachments: Sequence[Attachment] = (),
+    headers: Mapping[str, str] | None = None,
+    date: datetime | None = None,
+) -> EmailMessage:
+    """Compose a message: text (plus HTML as ``multipart/alternative``), then attachments.
+
+    ``message_id`` is set verbatim (``<left@right>``); the caller keeps it across retries so a
+    duplicate is recognisable. ``date`` is the Date header (default: now, UTC); pass the
+    injected clock's time. Non-ASCII bodies are quoted-printable so any relay can carry them
+    (no 8BITMIME needed). The message is marked ``Auto-Submitted: auto-generated`` (RFC 3834)
+    so that vacation responders stay quiet. ``headers`` may add headers but not replace the
+    ones built here.
+    """
+    if not _MESSAGE_ID.fullmatch(message_id):
+        raise ValueError(f"message_id must look like <unique@domain>, got {message_id!r}")
+    recipients = [to] if isinstance(to, str) else list(to)
+    if not recipients:
+        raise ValueError("at least one 'to' address is needed")
+    if date is None:
+        date = datetime.now(UTC)
+    elif date.tzinfo is None:
+        raise ValueError("date must be timezone-aware")
+
+    message = EmailMessage(policy=email_policy.default)
+    message["From"] = sender
+    message["To"] = ", ".join(recipients)
+    message["Subject"] = subject
+    message["Date"] = format_datetime(date.astimezone(UTC))
+    message["Message-ID"] = message_id
+    message["Auto-Submitted"] = "auto-generated"
+    for name, value in (headers or {}).items():
+        if name.lower() in _RESERVED_HEADERS or name.lower() == "auto-submitted":
+            raise ValueError(f"header {name!r} is set by build_message")
+        message[name] = value
+
+    message.set_content(text, subtype="plain", cte=_text_cte(text))
+    if html is not None:
+        message.add_alternative(html, subtype="html", cte=_text_cte(html))
+    for filename, content, mime_type in attachments:
+        if not filename:
+            raise ValueError("attachment needs a filename")
+        if not _MIME_TYPE.fullmatch(mime_type):
+            raise ValueError(f"bad MIME type {mime_type!r} for {filename!r}")
+        maintype, subtype = mime_type.lower().split("/", 1)
+        message.add_attachment(
+            bytes(content), maintype=maintype, subtype=subtype, filename=filename
+        )
+    return message
+
+
+def _text_cte(body: str) -> str | None:
+    # policy.default would pick 8bit for non-ASCII text, which needs 8BITMIME on every hop.
+    return None if body.isascii() else "quoted-printable"
+
+
+def send_email(message: EmailMessage, recipient: str, config: SmtpConfig) -> DeliveryResult:
+    """Hand ``message`` to the relay for one envelope ``recipient``; classify the outcome.
+
+    Raises :class:`ChannelConfigError` for misconfiguration (see the module docstring);
+    every other failure is a :class:`DeliveryResult`.
+    """
+    if not _ADDRESS.fullmatch(recipient):
+        return DeliveryResult(Outcome.PERMANENT, f"invalid recipient address {recipient!r}")
+    context = tls_context(config.ca_file) if config.security != "none" else None
+    international = not (recipient.isascii() and config.from_address.isascii())
+    where = f"{config.host}:{config.port}"
+    smtp: smtplib.SMTP | None = None
+    polite = False  # send QUIT on the way out (only when the session is in a sane state)
+    try:
+        local_hostname = config.local_hostname or _default_local_hostname()
+        if config.security == "tls":
+            assert context is not None
+            smtp = smtplib.SMTP_SSL(
+                config.host,
+                config.port,
+                local_hostname=local_hostname,
+                timeout=config.timeout_s,
+                context=context,
+            )
+        else:
+            smtp = smtplib.SMTP(
+                config.host, config.port, local_hostname=local_hostname, timeout=config.timeout_s
+            )
+        polite = True
+        smtp.ehlo_or_helo_if_needed()
+        if config.security == "starttls":
+            assert context is not None
+            if not smtp.has_extn("starttls"):
+                raise ChannelConfigError(
+                    f"{where} does not offer STARTTLS but security='starttls' requires it; "
+                    "refusing to send in clear text"
+                )
+            polite = False  # a failed handshake leaves no usable session
+            smtp.starttls(context=context)
+            polite = True
+            smtp.ehlo_or_helo_if_needed()
+        tls_active = isinstance(smtp.sock, ssl.SSLSocket)
+        if config.username is not None and config.password is not None:
+            if not tls_active and not (config.security == "none" and is_loopback_host(config.host)):
+                raise ChannelConfigError("refusing to send credentials without TLS")
+            smtp.login(config.username, config.password.get_secret_value())
+
+        mail_options: list[str] = []
+        if international:
+            if not smtp.has_extn("smtputf8"):
+                return DeliveryResult(
+                    Outcome.PERMANENT, f"{where} cannot take non-ASCII addresses (no SMTPUTF8)"
+                )
+            mail_options = ["SMTPUTF8", "BODY=8BITMIME"]
+        code, reply = smtp.mail(config.from_address, mail_options)
+        if code != 250:
+            return _by_code(code, reply, "sender refused")
+        code, reply = smtp.rcpt(recipient)
+        if code not in (250, 251):
+            return _by_code(code, reply, f"recipient {recipient} refused")
+        code, reply = smtp.data(_flatten(message, utf8=international))
+        if code != 250:
+            return _by_code(code, reply, "message refused")
+        tls_note = "TLS" if tls_active else "plain"
+        return DeliveryResult(
+            Outcome.SENT, f"accepted by {where} ({tls_note}): {code} {_text(reply)}", code
+        )
+    except ChannelConfigError:
+        polite = False
+        raise
+    except ssl.SSLCertVerificationError as exc:
+        polite = False
+        raise ChannelConfigError(
+            f"TLS certificate of {where} does not verify: {exc.verify_message or exc}"
+        ) from exc
+    except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError) as exc:
+        polite = False
+        return DeliveryResult(Outcome.TRANSIENT, f"TLS connection to {where} dropped: {exc}")
+    except ssl.SSLError as exc:
+        polite = False
+        raise ChannelConfigError(
+            f"TLS with {where} failed ({exc.reason or exc}); is security={config.security!r} "
+            "right for this port?"
+        ) from exc
+    except smtplib.SMTPServerDisconnected as exc:
+        polite = False
+        return DeliveryResult(Outcome.TRANSIENT, f"{where} disconnected: {exc}")
+    except smtplib.SMTPResponseException as exc:
+        # Covers greeting (SMTPConnectError), HELO, STARTTLS, AUTH (535 -> permanent) and
+        # DATA (354 expected) replies.
+        return _by_code(exc.smtp_code, exc.smtp_error, type(exc).__name__)
+    except smtplib.SMTPNotSupportedError as exc:
+        raise ChannelConfigError(f"{where}: {exc}") from exc
+    except smtplib.SMTPException as exc:  # e.g. "No suitable authentication method found."
+        raise ChannelConfigError(f"{where}: {exc}") from exc
+    except TimeoutError as exc:
+        polite = False
+        return DeliveryResult(Outcome.TRANSIENT, f"{where} timed out: {exc or 'timeout'}")
+    except OSError as exc:  # refused, reset, unreachable, DNS
+        polite = False
+        return DeliveryResult(
+            Outcome.TRANSIENT, f"cannot talk to {where}: {type(exc).__name__}: {exc}"
+        )
+    finally:
+        if smtp is not None:
+            _close(smtp, polite=polite)
+
+
+def _by_code(code: int, reply: bytes | str, what: str) -> DeliveryResult:
+    detail = f"{what}: {code} {_text(reply)}"
+    if 500 <= code <= 599:
+        return DeliveryResult(Outcome.PERMANENT, detail, code)
+    # 4xx, and anything unexpected (smtplib reports an unparseable reply as -1).
+    return DeliveryResult(Outcome.TRANSIENT, detail, code if code > 0 else None)
+
+
+def _text(reply: bytes | str) -> str:
+    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
+    return " ".join(text.split())[:500]
+
+
+def _flatten(message: EmailMessage, *, utf8: bool) -> bytes:
+    """The wire form, CRLF line ends, without Bcc (as ``smtplib.send_message`` does)."""
+    if "Bcc" in message or "Resent-Bcc" in message:
+        message = copy.copy(message)
+        del message["Bcc"]
+        del message["Resent-Bcc"]
+    buffer = io.BytesIO()
+    policy = email_policy.SMTPUTF8 if utf8 else email_policy.SMTP
+    BytesGenerator(buffer, policy=policy).flatten(message)
+    return buffer.getvalue()
+
+
+def _close(smtp: smtplib.SMTP, *, polite: bool) -> None:
+    try:
+        if polite and smtp.sock is not None:
+            smtp.quit()  # closes too; a failure here does not change the outcome
+    except (smtplib.SMTPException, OSError):
+        pass
+    finally:
+        smtp.close()
+
+
+@functools.cache
+def _default_local_hostname() -> str:
+    # smtplib would call socket.getfqdn() (a DNS round trip) on every connection.
+    return socket.getfqdn() or "localhost"

@@ -1,0 +1,387 @@
+"""The transactional outbox: enqueue in the caller's transaction, dispatch afterwards.
+
+``enqueue`` writes one delivery row per address of an alert version in the *caller's*
+session, so the alert, its deliveries and whatever caused them (the incident, the scoring
+run) commit together or not at all. ``dispatch`` claims due rows (a lease, so that two
+dispatchers never send the same row at the same time and a dead one's rows are taken over),
+sends outside any transaction, and records the outcome:
+
+* sent -> ``sent``;
+* transient (timeouts, 4xx SMTP replies, HTTP 429/5xx, configuration errors that an operator
+  can fix) -> ``pending`` again after an exponential backoff, until ``max_attempts``;
+* permanent (5xx SMTP replies, refused recipient, HTTP 4xx) or attempts exhausted ->
+  ``failed``, and a ``pipeline_health`` alert goes to the operators.
+
+Delivery is at least once: each row keeps one Message-ID (e-mail) / idempotency key
+(webhook) across retries so that a receiver can drop a duplicate.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from atm_risk.alerts.channels import (
+    ChannelConfigError,
+    DeliveryResult,
+    Outcome,
+    build_message,
+    message_id_for,
+    post_webhook,
+    send_email,
+)
+from atm_risk.alerts.channels.webhook import envelope
+from atm_risk.alerts.models import (
+    Alert,
+    AlertKind,
+    Channel,
+    Delivery,
+    DeliveryStatus,
+    Silence,
+)
+from atm_risk.alerts.routing import Target, Webhook
+from atm_risk.alerts.settings import AlertSettings
+from atm_risk.clock import Clock
+from atm_risk.db import transaction
+from atm_risk.files import atomic_path
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """What one recipient receives: subject, text, optional HTML and attachments (base64 in
+    the stored content), and the structured data for webhooks."""
+
+    subject: str
+    text: str
+    html: str | None = None
+    data: dict[str, Any] | None = None
+    attachments: tuple[tuple[str, bytes, str], ...] = ()
+
+    def stored(self) -> dict[str, Any]:
+        return {
+            "subject": self.subject,
+            "text": self.text,
+            "html": self.html,
+            "data": self.data or {},
+            "attachments": [
+                {"filename": f, "mime": m, "base64": base64.b64encode(b).decode("ascii")}
+                for f, b, m in self.attachments
+            ],
+        }
+
+
+def idempotency_key(alert: Alert, reason: str, seq: int, target: Target) -> str:
+    digest = hashlib.sha256(f"{target.channel}:{target.address}".encode()).hexdigest()[:12]
+    return f"alert{alert.id}.v{alert.version}.{reason}{seq}.{target.receiver.name}.{digest}"
+
+
+def active_silence(
+    session: Session, alert: Alert, target: Target, operator: str | None, now: datetime
+) -> Silence | None:
+    """The first active silence that matches this delivery (never gang_active to police)."""
+    if alert.kind == AlertKind.GANG_ACTIVE and target.receiver.role == "police":
+        return None
+    rows = session.scalars(
+        select(Silence)
+        .where(Silence.starts_at <= now, Silence.ends_at > now, Silence.expired_at.is_(None))
+        .order_by(Silence.id)
+    )
+    for s in rows:
+        if s.kind is not None and s.kind != str(alert.kind):
+            continue
+        if s.severity is not None and s.severity != str(alert.severity):
+            continue
+        if s.region is not None and (alert.region or "").casefold() != s.region.casefold():
+            continue
+        if s.receiver is not None and s.receiver != target.receiver.name:
+            continue
+        if s.operator_code is not None and s.operator_code not in (
+            {operator} if operator else set(alert.operator_codes)
+        ):
+            continue
+        return s
+    return None
+
+
+def enqueue(
+    session: Session,
+    alert: Alert,
+    deliveries: Sequence[tuple[Target, Rendered]],
+    *,
+    reason: str,
+    seq: int,
+    settings: AlertSettings,
+    now: datetime,
+) -> list[Delivery]:
+    """Add one delivery per (target, rendered content) in the caller's transaction."""
+    rows = []
+    for target, content in deliveries:
+        key = idempotency_key(alert, reason, seq, target)
+        silence = active_silence(session, alert, target, target.receiver.operator, now)
+        row = Delivery(
+            alert_id=alert.id,
+            alert_version=alert.version,
+            reason=reason,
+            receiver=target.receiver.name,
+            role=target.receiver.role,
+            channel=target.channel,
+            address=target.address,
+            idempotency_key=key,
+            message_id=message_id_for(key, settings.message_domain),
+            content={
+                **content.stored(),
+                "secret_env": target.webhook.secret_env if target.webhook else None,
+            },
+            status=DeliveryStatus.SUPPRESSED if silence else DeliveryStatus.PENDING,
+            attempts=0,
+            next_attempt_at=now,
+            history=[],
+            silence_id=silence.id if silence else None,
+            created_at=now,
+        )
+        session.add(row)
+        rows.append(row)
+    session.flush()
+    return rows
+
+
+# --------------------------------------------------------------------------- dispatch
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: int
+    channel: Channel
+    address: str
+    message_id: str
+    idempotency_key: str
+    content: dict[str, Any]
+    alert_kind: str
+    alert_created_at: datetime
+    attempts: int
+    token: str
+
+
+@dataclass
+class DispatchReport:
+    claimed: int = 0
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+
+    def __str__(self) -> str:
+        return (
+            f"claimed {self.claimed}: sent {self.sent}, to retry {self.retried}, "
+            f"failed {self.failed}"
+        )
+
+
+def _due(now: datetime) -> Any:
+    return or_(
+        and_(Delivery.status == DeliveryStatus.PENDING, Delivery.next_attempt_at <= now),
+        and_(Delivery.status == DeliveryStatus.SENDING, Delivery.claimed_until < now),
+    )
+
+
+def claim(
+    sessions: sessionmaker[Session],
+    *,
+    now: datetime,
+    lease_s: float,
+    ids: Iterable[int] | None = None,
+    limit: int = 200,
+) -> list[Claimed]:
+    """Claim due deliveries with a lease; a row is claimed by at most one dispatcher."""
+    token = secrets.token_hex(16)
+    with transaction(sessions) as session:
+        query = select(Delivery.id).where(_due(now)).order_by(Delivery.id).limit(limit)
+        if ids is not None:
+            query = query.where(Delivery.id.in_(list(ids)))
+        candidates = list(session.scalars(query))
+        if not candidates:
+            return []
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(candidates), _due(now))
+            .values(
+                status=DeliveryStatus.SENDING,
+                claim_token=token,
+                claimed_until=now + timedelta(seconds=lease_s),
+            )
+            .execution_options(synchronize_session=False)
+        )
+    with sessions() as session:
+        rows = session.execute(
+            select(Delivery, Alert.kind, Alert.created_at)
+            .join(Alert, Alert.id == Delivery.alert_id)
+            .where(Delivery.claim_token == token)
+            .order_by(Delivery.id)
+        ).all()
+        return [
+            Claimed(
+                id=d.id,
+                channel=d.channel,
+                address=d.address,
+                message_id=d.message_id,
+                idempotency_key=d.idempotency_key,
+                content=d.content,
+                alert_kind=str(kind),
+                alert_created_at=created,
+                attempts=d.attempts,
+                token=token,
+            )
+            for d, kind, created in rows
+        ]
+
+
+def _attachments(content: dict[str, Any]) -> list[tuple[str, bytes, str]]:
+    return [
+        (a["filename"], base64.b64decode(a["base64"]), a["mime"])
+        for a in content.get("attachments", [])
+    ]
+
+
+def send_one(item: Claimed, settings: AlertSettings, now: datetime) -> DeliveryResult:
+    """Hand one claimed delivery to its channel; never raises for delivery problems."""
+    content = item.content
+    try:
+        if item.channel == Channel.EMAIL:
+            sender = settings.smtp.from_address if settings.smtp else "alerts@atm-risk.invalid"
+            message = build_message(
+                subject=content["subject"],
+                sender=sender,
+                to=item.address,
+                message_id=item.message_id,
+                text=content["text"],
+                html=content.get("html"),
+                attachments=_attachments(content),
+                date=now,
+            )
+            if settings.eml_dir is not None:
+                return _write_eml(settings.eml_dir, item, bytes(message))
+            if settings.smtp is None:
+                return DeliveryResult(Outcome.TRANSIENT, "no SMTP relay configured")
+            return send_email(message, item.address, settings.smtp)
+        hook = Webhook(url=item.address, secret_env=content.get("secret_env") or "UNSET")
+        payload = envelope(
+            kind=item.alert_kind,
+            idempotency_key=item.idempotency_key,
+            created_at=item.alert_created_at,
+            data=content.get("data", {}),
+        )
+        return post_webhook(
+            item.address,
+            payload,
+            secret=hook.secret(),
+            idempotency_key=item.idempotency_key,
+            now=int(now.timestamp()),
+        )
+    except ChannelConfigError as exc:
+        return DeliveryResult(Outcome.TRANSIENT, f"configuration: {exc}")
+    except Exception as exc:
+        return DeliveryResult(Outcome.TRANSIENT, f"{type(exc).__name__}: {exc}")
+
+
+def _write_eml(folder: Path, item: Claimed, raw: bytes) -> DeliveryResult:
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"{item.id:06d}-{item.alert_kind}-{item.address.replace('@', '_at_')}.eml"
+    with atomic_path(folder / name) as tmp:
+        tmp.write_bytes(raw)
+    return DeliveryResult(Outcome.SENT, f"written to {folder / name}")
+
+
+def backoff_s(attempts: int, settings: AlertSettings) -> float:
+    return float(min(settings.retry_base_s * 2 ** max(attempts - 1, 0), settings.retry_max_s))
+
+
+def record(
+    sessions: sessionmaker[Session],
+    item: Claimed,
+    result: DeliveryResult,
+    *,
+    settings: AlertSettings,
+    now: datetime,
+    on_failed: Any = None,
+) -> DeliveryStatus | None:
+    """Store the outcome if this dispatcher still owns the row; returns the new status."""
+    with transaction(sessions) as session:
+        row = session.scalar(
+            select(Delivery).where(Delivery.id == item.id, Delivery.claim_token == item.token)
+        )
+        if row is None or row.status != DeliveryStatus.SENDING:
+            return None  # the lease was lost to another dispatcher; it will record
+        attempts = row.attempts + 1
+        row.attempts = attempts
+        row.history = [
+            *row.history,
+            {
+                "attempt": attempts,
+                "at": now.isoformat(),
+                "outcome": str(result.outcome),
+                "code": result.code,
+                "detail": result.detail[:500],
+            },
+        ]
+        row.last_code, row.last_error = result.code, None
+        row.claim_token, row.claimed_until = None, None
+        if result.outcome == Outcome.SENT:
+            row.status, row.sent_at = DeliveryStatus.SENT, now
+        elif result.outcome == Outcome.TRANSIENT and attempts < settings.max_attempts:
+            delay = max(backoff_s(attempts, settings), result.retry_after_s or 0.0)
+            row.status = DeliveryStatus.PENDING
+            row.next_attempt_at = now + timedelta(seconds=delay)
+            row.last_error = result.detail[:2000]
+        else:
+            row.status = DeliveryStatus.FAILED
+            row.last_error = result.detail[:2000]
+            if on_failed is not None:
+                on_failed(session, row, now)
+        return row.status
+
+
+def dispatch(
+    sessions: sessionmaker[Session],
+    *,
+    settings: AlertSettings,
+    clock: Clock,
+    ids: Iterable[int] | None = None,
+    limit: int = 200,
+    on_failed: Any = None,
+) -> DispatchReport:
+    """Send what is due (or just ``ids``), in parallel, and record every outcome."""
+    report = DispatchReport()
+    items = claim(sessions, now=clock.now(), lease_s=settings.claim_lease_s, ids=ids, limit=limit)
+    report.claimed = len(items)
+    if not items:
+        return report
+
+    def work(item: Claimed) -> DeliveryStatus | None:
+        result = send_one(item, settings, clock.now())
+        return record(
+            sessions, item, result, settings=settings, now=clock.now(), on_failed=on_failed
+        )
+
+    workers = min(settings.send_workers, len(items))
+    if workers == 1:
+        statuses = [work(items[0])]
+    else:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="atm-risk-send") as pool:
+            statuses = list(pool.map(work, items))
+    for status in statuses:
+        if status == DeliveryStatus.SENT:
+            report.sent += 1
+        elif status == DeliveryStatus.PENDING:
+            report.retried += 1
+        elif status == DeliveryStatus.FAILED:
+            report.failed += 1
+    return report

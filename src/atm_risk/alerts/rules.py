@@ -1,0 +1,409 @@
+"""Alert rules: what an incident or a scoring run means, and who must hear it.
+
+``gang_active`` -- on a new physical attack: the machines within ``gang_radius_km`` (with the
+latest published risk and action; those within the shutdown radius are recommended a
+temporary shutdown now), the nearest motorway access points (escape routes). Attacks in the
+same region within ``group_window_hours`` update one alert (one spree, one alert) instead of
+opening new ones; each update is sent as a new version.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import shapely
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from scipy.spatial import cKDTree
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from atm_risk.alerts.ack import ack_link
+from atm_risk.alerts.models import Alert, AlertKind, AlertStatus, Delivery, Severity
+from atm_risk.alerts.outbox import Rendered, enqueue
+from atm_risk.alerts.routing import Routing, Target, load_routing, targets
+from atm_risk.areas.models import AreaLayer
+from atm_risk.areas.service import load_layer
+from atm_risk.atms.models import Atm, AtmStatus
+from atm_risk.config import Settings
+from atm_risk.features import context
+from atm_risk.features.store import area_context
+from atm_risk.geo import project
+from atm_risk.incidents.models import PHYSICAL_ATTACKS, GeocodePrecision, Incident
+from atm_risk.risk.models import RiskRun, RiskScore, RunStatus
+from atm_risk.tenancy.models import Operator
+
+REGION_LAYERS = (("nl_provinces", "NL"), ("de_states", "DE"))
+MAX_MACHINES = 25
+MAX_ROUTES = 5
+
+_env = Environment(
+    loader=PackageLoader("atm_risk.alerts", "templates"),
+    autoescape=select_autoescape(enabled_extensions=("html", "html.j2"), default=False),
+    undefined=StrictUndefined,
+    trim_blocks=False,
+)
+
+
+def routing_of(settings: Settings) -> Routing | None:
+    path = settings.alerts.routing_file
+    return None if path is None else load_routing(path)
+
+
+# --------------------------------------------------------------------------- area lookups
+
+
+def _layer_stamp(session: Session, name: str) -> str | None:
+    layer = session.scalar(select(AreaLayer).where(AreaLayer.name == name))
+    return None if layer is None else f"{name}:{layer.id}:{layer.loaded_at.isoformat()}"
+
+
+# Area layers change only when re-ingested (a new id/loaded_at): cache them per process so
+# that an incident report does not re-read 9,000 motorway points.
+_CACHE: dict[tuple[str, ...], Any] = {}
+
+
+def _regions(session: Session, url: str, name: str, stamp: str) -> tuple[list[str], Any]:
+    key = ("regions", url, stamp)
+    if key not in _CACHE:
+        frame = load_layer(session, name)
+        geoms = shapely.make_valid(frame.geometry.to_numpy())
+        shapely.prepare(geoms)
+        _CACHE[key] = ([str(n) for n in frame["feature_name"]], geoms)
+    return _CACHE[key]  # type: ignore[no-any-return]
+
+
+def locate(
+    session: Session, settings: Settings, lon: float, lat: float
+) -> tuple[str | None, str | None]:
+    """(province or state, country) containing the point, from the loaded area layers."""
+    point = shapely.Point(lon, lat)
+    for layer, country in REGION_LAYERS:
+        stamp = _layer_stamp(session, layer)
+        if stamp is None:
+            continue
+        names, geoms = _regions(session, settings.database_url, layer, stamp)
+        hit = np.flatnonzero(shapely.contains(geoms, point))
+        if len(hit):
+            return names[int(hit[0])], country
+    return None, None
+
+
+def region_of(session: Session, settings: Settings, lon: float, lat: float) -> str | None:
+    return locate(session, settings, lon, lat)[0]
+
+
+_MOTORWAY_LAYERS = (
+    context.NL_TERRITORY,
+    context.DE_TERRITORY,
+    context.NL_MOTORWAY,
+    context.DE_MOTORWAY,
+)
+
+
+def _motorway(session: Session, settings: Settings) -> tuple[Any, list[str]]:
+    stamps = tuple(str(_layer_stamp(session, name)) for name in _MOTORWAY_LAYERS)
+    key = ("motorway", settings.database_url, settings.metric_crs, *stamps)
+    if key not in _CACHE:
+        ctx = area_context(session, settings, only=set(_MOTORWAY_LAYERS))
+        labels: list[str] = []
+        for layer in ctx.motorway:
+            names = layer.labels or [None] * len(layer.xy)
+            labels.extend(lab or f"{layer.name} #{k}" for k, lab in enumerate(names))
+        tree = cKDTree(np.vstack([layer.xy for layer in ctx.motorway])) if labels else None
+        _CACHE[key] = (tree, labels)
+    return _CACHE[key]  # type: ignore[no-any-return]
+
+
+def escape_routes(
+    session: Session, settings: Settings, x: float, y: float, n: int = MAX_ROUTES
+) -> list[dict[str, Any]]:
+    """The nearest motorway access points (exits, junctions) within the gang radius of a
+    point in the metric CRS."""
+    tree, labels = _motorway(session, settings)
+    if tree is None:
+        return []
+    limit = settings.alerts.gang_radius_km * 1000
+    dist, idx = tree.query([x, y], k=min(n, len(labels)), distance_upper_bound=limit)
+    return [
+        {"label": labels[int(i)], "distance_km": round(float(d) / 1000, 1)}
+        for d, i in zip(np.atleast_1d(dist), np.atleast_1d(idx), strict=True)
+        if np.isfinite(d)
+    ]
+
+
+# --------------------------------------------------------------------------- machines
+
+
+def machines_near(
+    session: Session, settings: Settings, lon: float, lat: float, radius_m: float
+) -> pd.DataFrame:
+    """Active machines within ``radius_m`` with the latest published risk, nearest first."""
+    dlat = radius_m / 111_000 + 0.01
+    dlon = radius_m / (111_000 * max(math.cos(math.radians(lat)), 0.1)) + 0.01
+    rows = session.execute(
+        select(Atm.id, Atm.atm_id, Operator.code, Atm.lon, Atm.lat, Atm.city, Atm.address)
+        .join(Operator, Atm.operator_id == Operator.id)
+        .where(
+            Atm.status == AtmStatus.ACTIVE,
+            Atm.lat.between(lat - dlat, lat + dlat),
+            Atm.lon.between(lon - dlon, lon + dlon),
+        )
+    ).all()
+    frame = pd.DataFrame(
+        rows, columns=["atm_pk", "atm_id", "operator", "lon", "lat", "city", "address"]
+    )
+    if frame.empty:
+        return frame.assign(distance_m=[], band=[], action=[], expected_loss_eur=[])
+    x, y = project(frame["lon"].to_numpy(float), frame["lat"].to_numpy(float), settings.metric_crs)
+    px, py = project([lon], [lat], settings.metric_crs)
+    ix, iy = float(px[0]), float(py[0])
+    frame["distance_m"] = np.hypot(x - ix, y - iy)
+    frame = frame[frame["distance_m"] <= radius_m]
+    run = session.scalar(
+        select(RiskRun)
+        .where(RiskRun.status == RunStatus.SUCCEEDED)
+        .order_by(RiskRun.finished_at.desc(), RiskRun.id.desc())
+        .limit(1)
+    )
+    scores = pd.DataFrame(columns=["atm_pk", "band", "action", "expected_loss_eur"])
+    if run is not None and len(frame):
+        scores = pd.DataFrame(
+            session.execute(
+                select(
+                    RiskScore.atm_pk,
+                    RiskScore.risk_band,
+                    RiskScore.action,
+                    RiskScore.expected_loss_eur,
+                ).where(RiskScore.run_id == run.id, RiskScore.atm_pk.in_(frame["atm_pk"].tolist()))
+            ).all(),
+            columns=["atm_pk", "band", "action", "expected_loss_eur"],
+        )
+    frame = frame.merge(scores, on="atm_pk", how="left")
+    return frame.sort_values(["distance_m", "atm_pk"]).reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- gang_active
+
+
+def _incident_view(incident: Incident) -> dict[str, Any]:
+    place = ", ".join(dict.fromkeys(p for p in (incident.locality, incident.municipality) if p))
+    return {
+        "pk": incident.id,
+        "label": f"{incident.feed}/{incident.incident_id}",
+        "when_text": incident.when_text(),
+        "occurred_at": incident.occurred_from.isoformat(),
+        "place": place or incident.region or incident.country or "unknown place",
+        "method": str(incident.method).replace("_", " "),
+        "lat": incident.lat,
+        "lon": incident.lon,
+        "precision": str(incident.geocode_precision),
+        "simulated": bool(incident.simulated),
+    }
+
+
+def is_gang_signal(incident: Incident) -> bool:
+    return (
+        incident.method in PHYSICAL_ATTACKS
+        and incident.geocode_precision != GeocodePrecision.NONE
+        and incident.lon is not None
+        and incident.lat is not None
+    )
+
+
+def _bucket(when: datetime, hours: float) -> str:
+    step = int(hours * 3600)
+    start = int(when.timestamp()) // step * step
+    return datetime.fromtimestamp(start, tz=when.tzinfo).strftime("%Y%m%dT%H%M")
+
+
+def gang_active(
+    session: Session, settings: Settings, incident: Incident, *, now: datetime
+) -> list[Delivery]:
+    """Open or update the region's gang_active alert for ``incident`` and enqueue its
+    deliveries in the caller's transaction. Returns the deliveries (none when the incident
+    is not a located physical attack)."""
+    if not is_gang_signal(incident):
+        return []
+    lon, lat = float(incident.lon or 0.0), float(incident.lat or 0.0)
+    cfg = settings.alerts
+    region = region_of(session, settings, lon, lat) or incident.region
+    machines = machines_near(session, settings, lon, lat, cfg.gang_radius_km * 1000)
+    shutdown_m = settings.decisions.shutdown_radius_km * 1000
+    machines["shutdown"] = machines["distance_m"] <= shutdown_m
+    px, py = project([lon], [lat], settings.metric_crs)
+    routes = escape_routes(session, settings, float(px[0]), float(py[0]))
+    view = _incident_view(incident)
+    fresh = now - incident.occurred_from <= timedelta(hours=24)
+    severity = Severity.CRITICAL if fresh else Severity.WARNING
+    window = timedelta(hours=cfg.group_window_hours)
+    region_key = region or f"{incident.country or 'XX'}"
+    alert = session.scalar(
+        select(Alert)
+        .where(
+            Alert.kind == AlertKind.GANG_ACTIVE,
+            Alert.status == AlertStatus.FIRING,
+            Alert.region == region_key,
+            Alert.last_event_at >= incident.occurred_from - window,
+        )
+        .order_by(Alert.id.desc())
+        .limit(1)
+    )
+    operators = sorted(set(machines["operator"]))
+    bucket = _bucket(incident.occurred_from, cfg.group_window_hours)
+    if alert is None:
+        alert = Alert(
+            kind=AlertKind.GANG_ACTIVE,
+            severity=severity,
+            status=AlertStatus.FIRING,
+            dedup_key=f"gang_active:{region_key}:{bucket}",
+            region=region_key,
+            title=f"Gang active near {view['place']} ({region_key})",
+            version=1,
+            payload={"incidents": [view]},
+            operator_codes=operators,
+            incident_pk=incident.id,
+            created_at=now,
+            updated_at=now,
+            last_event_at=incident.occurred_from,
+            repeats_sent=0,
+        )
+        try:
+            with session.begin_nested():
+                session.add(alert)
+                session.flush()
+            reason = "new"
+        except IntegrityError:
+            alert = session.scalar(select(Alert).where(Alert.dedup_key == alert.dedup_key))
+            assert alert is not None
+            reason = _update(alert, view, operators, severity, incident, now)
+    else:
+        reason = _update(alert, view, operators, severity, incident, now)
+    alert.last_notified_at = now
+    routing = routing_of(settings)
+    if routing is None:
+        return []
+    found = targets(
+        routing,
+        kind=AlertKind.GANG_ACTIVE,
+        severity=alert.severity,
+        region=region_key,
+        operators=set(alert.operator_codes),
+    )
+    rendered = [
+        (t, render_gang_active(settings, alert, view, machines, routes, t, now=now)) for t in found
+    ]
+    return enqueue(session, alert, rendered, reason=reason, seq=0, settings=cfg, now=now)
+
+
+def _update(
+    alert: Alert,
+    view: dict[str, Any],
+    operators: list[str],
+    severity: Severity,
+    incident: Incident,
+    now: datetime,
+) -> str:
+    known = {i["pk"] for i in alert.payload.get("incidents", [])}
+    if view["pk"] not in known:
+        alert.payload = {**alert.payload, "incidents": [*alert.payload["incidents"], view]}
+    alert.version += 1
+    alert.operator_codes = sorted(set(alert.operator_codes) | set(operators))
+    if severity == Severity.CRITICAL:
+        alert.severity = Severity.CRITICAL
+    alert.last_event_at = max(alert.last_event_at, incident.occurred_from)
+    alert.updated_at = now
+    alert.acknowledged_at = alert.acknowledged_by = None  # a new attack needs a new look
+    alert.repeats_sent = 0
+    return "update"
+
+
+def render_gang_active(
+    settings: Settings,
+    alert: Alert,
+    incident: dict[str, Any],
+    machines: pd.DataFrame,
+    routes: list[dict[str, Any]],
+    target: Target,
+    *,
+    now: datetime,
+    repeat: int = 0,
+) -> Rendered:
+    """The message for one recipient: a bank sees only its own machines, police no money."""
+    receiver = target.receiver
+    scope = None
+    if receiver.role == "bank":
+        machines = machines[machines["operator"] == receiver.operator]
+        scope = f"{receiver.operator} machines only"
+    show_money = receiver.role != "police"
+    listed = [
+        {
+            "operator": r["operator"],
+            "atm_id": r["atm_id"],
+            "place": ", ".join(p for p in (r["address"], r["city"]) if isinstance(p, str) and p),
+            "distance_km": round(float(r["distance_m"]) / 1000, 1),
+            "shutdown": bool(r["shutdown"]),
+            "band": None if pd.isna(r["band"]) else r["band"],
+            "action": None if pd.isna(r["action"]) else r["action"],
+            "expected_loss_eur": None
+            if pd.isna(r["expected_loss_eur"])
+            else float(r["expected_loss_eur"]),
+        }
+        for r in machines.head(MAX_MACHINES).to_dict("records")
+    ]
+    n_shutdown = int(machines["shutdown"].sum()) if len(machines) else 0
+    spree = alert.payload.get("incidents", [incident])
+    headline = (
+        f"{'[SIMULATED] ' if incident['simulated'] else ''}Gang active: "
+        f"{incident['method']} attack in {incident['place']}"
+        + (f" ({len(spree)} attacks in {alert.region})" if len(spree) > 1 else "")
+        + f"; {n_shutdown} machine(s) within {settings.decisions.shutdown_radius_km:g} km "
+        "recommended for temporary shutdown"
+    )
+    cfg = settings.alerts
+    ack_url = (
+        ack_link(cfg.public_url, cfg.ack_secret, alert.id, receiver.name, now)
+        if cfg.ack_secret is not None
+        else None
+    )
+    values = {
+        "headline": headline,
+        "incident": incident,
+        "incidents": spree,
+        "region": alert.region,
+        "routes": routes,
+        "radius_km": f"{cfg.gang_radius_km:g}",
+        "scope": scope,
+        "machines": listed,
+        "more": max(len(machines) - MAX_MACHINES, 0),
+        "show_money": show_money,
+        "ack_url": ack_url,
+        "alert_id": alert.id,
+        "version": alert.version,
+        "repeat": repeat,
+    }
+    prefix = {"new": "", "update": "UPDATE: "}.get("update" if alert.version > 1 else "new", "")
+    subject = f"[atm-risk] {'REPEAT: ' if repeat else prefix}{headline}"[:250]
+    data = {
+        "alert_id": alert.id,
+        "version": alert.version,
+        "region": alert.region,
+        "severity": str(alert.severity),
+        "incident": incident,
+        "incidents": spree,
+        "escape_routes": routes,
+        "machines": [
+            {k: v for k, v in m.items() if show_money or k != "expected_loss_eur"} for m in listed
+        ],
+        "acknowledge_url": ack_url,
+    }
+    return Rendered(
+        subject=subject,
+        text=_env.get_template("gang_active.txt.j2").render(**values),
+        html=_env.get_template("gang_active.html.j2").render(**values),
+        data=data,
+    )

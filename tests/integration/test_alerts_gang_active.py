@@ -1,0 +1,275 @@
+"""The immediate path: a reported attack -> gang_active alert -> e-mail to the routed
+recipients, through a real SMTP server on 127.0.0.1, on both database backends."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from atm_risk.alerts.models import Alert, Delivery, DeliveryStatus, Silence
+from atm_risk.alerts.service import ReportError, drain, report_incident, schedule_repeats
+from atm_risk.clock import FrozenClock
+from atm_risk.config import Settings
+from atm_risk.areas.service import ingest_area
+from atm_risk.ingest.run import ingest_atms
+from tests.conftest import DATA
+from tests.smtp_server import SmtpTestServer
+
+ATMS = (
+    "atm_id,operator,lat,lon,site_type,night_closure,country\n"
+    "U1,BankA,52.0907,5.1214,free_standing,true,NL\n"
+    "U2,BankB,52.0930,5.1100,shop,true,NL\n"
+    "A1,BankA,52.1561,5.3878,wall,true,NL\n"
+    "G1,BankA,53.2194,6.5665,shop,true,NL\n"
+)
+MOTORWAY = (
+    "name,road_number,exit_number,category,motorway_access,lat,lon\n"
+    "Utrecht-Centrum,A28,1,exit,1,52.0950,5.1400\n"
+    "Groningen-Zuid,A28,38,exit,1,53.2000,6.5700\n"
+)
+ROUTING = """
+version = 1
+
+[[receivers]]
+name = "bank-a"
+role = "bank"
+operator = "banka"
+email = ["security@banka.example"]
+
+[[receivers]]
+name = "bank-b"
+role = "bank"
+operator = "bankb"
+email = ["security@bankb.example"]
+
+[[receivers]]
+name = "police-utrecht"
+role = "police"
+regions = ["Utrecht"]
+email = ["rtic@police-utrecht.example"]
+
+[[receivers]]
+name = "police-groningen"
+role = "police"
+regions = ["Groningen"]
+email = ["rtic@police-groningen.example"]
+
+[[receivers]]
+name = "ops"
+role = "operator"
+email = ["ops@atm-risk.example"]
+
+[[routes]]
+kinds = ["gang_active"]
+receivers = ["police-utrecht", "police-groningen", "bank-a", "bank-b", "ops"]
+
+[[routes]]
+kinds = ["pipeline_health"]
+receivers = ["ops"]
+"""
+NOW = datetime(2026, 11, 28, 3, 30, tzinfo=UTC)
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpTestServer]:
+    with SmtpTestServer() as server:
+        yield server
+
+
+@pytest.fixture
+def setup(
+    sessions: sessionmaker[Session], write, tmp_path: Path, smtp: SmtpTestServer
+) -> tuple[Settings, FrozenClock]:
+    clock = FrozenClock(NOW)
+    ingest_atms(sessions, path=write("a.csv", ATMS), clock=clock)
+    ingest_area(
+        sessions,
+        name="nl_provinces",
+        path=DATA / "nl_admin_cbs/provincies_2022.geojson",
+        clock=clock,
+    )
+    ingest_area(sessions, name="nl_vild_points", path=write("m.csv", MOTORWAY), clock=clock)
+    settings = Settings(
+        model_path=None,
+        alerts={
+            "routing_file": write("routing.toml", ROUTING),
+            "smtp": smtp.smtp_config(),
+            "retry_base_s": 1,
+            "max_attempts": 3,
+        },
+    )
+    return settings, clock
+
+
+ATTACK = {
+    "occurred_at": "2026-11-28T03:10:00Z",
+    "lat": 52.0915,
+    "lon": 5.1180,
+    "method": "explosive_solid",
+    "locality": "Utrecht",
+    "geocode_precision": "exact",
+}
+
+
+def test_a_reported_attack_reaches_police_of_the_region_and_the_banks_concerned(
+    sessions: sessionmaker[Session], setup: tuple[Settings, FrozenClock], smtp: SmtpTestServer
+) -> None:
+    settings, clock = setup
+    t1 = datetime.now(UTC)
+    result = report_incident(sessions, settings, clock, dict(ATTACK))
+    t2 = datetime.now(UTC)
+    assert result.dispatch is not None
+    assert result.dispatch.sent == 4  # police Utrecht, bank A, bank B, operators
+    got = {m.rcpt_tos[0]: m for m in smtp.messages}
+    assert set(got) == {
+        "rtic@police-utrecht.example",
+        "security@banka.example",
+        "security@bankb.example",
+        "ops@atm-risk.example",
+    }  # not the Groningen police: the attack is in Utrecht
+    for message in got.values():
+        assert t1 <= message.received_at <= t2
+    police = got["rtic@police-utrecht.example"].message.get_body(("plain",)).get_content()
+    assert "explosive solid attack 2026-11-28 04:10 in Utrecht" in police  # local time
+    assert "A28 exit 1 Utrecht-Centrum" in police  # the escape route
+    assert "BankA/U1" in police or "banka/U1" in police
+    assert "EUR" not in police  # police never see money figures
+    bank_b = got["security@bankb.example"].message.get_body(("plain",)).get_content()
+    assert "U2" in bank_b
+    assert "U1" not in bank_b and "A1" not in bank_b  # a bank sees only its own machines
+    assert "TEMPORARY SHUTDOWN recommended" in bank_b
+    html = got["security@banka.example"].message.get_body(("html",)).get_content()
+    assert "<table" in html
+    # one Message-ID per delivery, stored
+    with sessions() as s:
+        rows = s.scalars(select(Delivery).order_by(Delivery.id)).all()
+        assert {r.message_id for r in rows} == {m.message_id for m in smtp.messages}
+        assert all(r.status == DeliveryStatus.SENT and r.attempts == 1 for r in rows)
+
+
+def test_one_spree_is_one_alert_updated_and_repeats_stop_when_acknowledged(
+    sessions: sessionmaker[Session], setup: tuple[Settings, FrozenClock], smtp: SmtpTestServer
+) -> None:
+    settings, clock = setup
+    first = report_incident(sessions, settings, clock, dict(ATTACK))
+    clock.advance(timedelta(hours=1))
+    second = report_incident(
+        sessions,
+        settings,
+        clock,
+        {
+            **ATTACK,
+            "occurred_at": "2026-11-28T04:05:00Z",
+            "lat": 52.1561,
+            "lon": 5.3878,
+            "locality": "Amersfoort",
+        },
+    )
+    assert first.alert_id == second.alert_id  # same region, within the window: updated
+    smtp.wait_for(8)
+    updates = [m for m in smtp.messages if "UPDATE" in (m.subject or "")]
+    assert len(updates) == 4
+    assert "2 attacks in Utrecht" in (updates[0].subject or "")
+    with sessions() as s:
+        alert = s.get_one(Alert, first.alert_id)
+        assert alert.version == 2
+        assert [i["place"] for i in alert.payload["incidents"]] == ["Utrecht", "Amersfoort"]
+    # unacknowledged: repeated after the interval
+    clock.advance(timedelta(minutes=61))
+    assert schedule_repeats(sessions, settings, clock.now()) == 4
+    drain(sessions, settings, clock)
+    assert len([m for m in smtp.messages if "REPEAT" in (m.subject or "")]) == 4
+    # acknowledged: no more repeats
+    from atm_risk.alerts.ack import acknowledge
+
+    with sessions.begin() as s:
+        acknowledge(s, first.alert_id, "duty officer Jansen", clock.now())
+    clock.advance(timedelta(minutes=61))
+    assert schedule_repeats(sessions, settings, clock.now()) == 0
+
+
+def test_a_silence_suppresses_bank_mail_but_never_gang_active_to_police(
+    sessions: sessionmaker[Session], setup: tuple[Settings, FrozenClock], smtp: SmtpTestServer
+) -> None:
+    settings, clock = setup
+    with sessions.begin() as s:
+        s.add(
+            Silence(
+                kind="gang_active",
+                region=None,
+                operator_code=None,
+                receiver=None,
+                severity=None,
+                creator="ops",
+                comment="maintenance",
+                starts_at=NOW - timedelta(hours=1),
+                ends_at=NOW + timedelta(hours=1),
+                created_at=NOW,
+            )
+        )
+    result = report_incident(sessions, settings, clock, dict(ATTACK))
+    assert result.dispatch is not None and result.dispatch.sent == 1
+    assert [m.rcpt_tos[0] for m in smtp.messages] == ["rtic@police-utrecht.example"]
+    with sessions() as s:
+        statuses = sorted(str(d.status) for d in s.scalars(select(Delivery)))
+    assert statuses == ["sent", "suppressed", "suppressed", "suppressed"]  # recorded, not lost
+
+
+def test_smtp_down_then_up_delivers_everything_once_with_retries_logged(
+    sessions: sessionmaker[Session], setup: tuple[Settings, FrozenClock], smtp: SmtpTestServer
+) -> None:
+    settings, clock = setup
+    smtp.stop()
+    report_incident(sessions, settings, clock, dict(ATTACK))
+    with sessions() as s:
+        rows = s.scalars(select(Delivery)).all()
+        assert {str(r.status) for r in rows} == {"pending"}
+        assert all(r.attempts == 1 and r.history[0]["outcome"] == "transient" for r in rows)
+    smtp.start()
+    clock.advance(timedelta(seconds=1))
+    report = drain(sessions, settings, clock)
+    assert report.sent == 4
+    assert len(smtp.messages) == 4
+    assert len({m.message_id for m in smtp.messages}) == 4  # none twice
+    with sessions() as s:
+        assert all(r.attempts == 2 for r in s.scalars(select(Delivery)))
+
+
+def test_a_refused_recipient_fails_for_good_and_tells_the_operators(
+    sessions: sessionmaker[Session], setup: tuple[Settings, FrozenClock], smtp: SmtpTestServer
+) -> None:
+    settings, clock = setup
+    smtp.rcpt_replies["security@bankb.example"] = "550 5.1.1 no such user"
+    report_incident(sessions, settings, clock, dict(ATTACK))
+    with sessions() as s:
+        failed = s.scalars(select(Delivery).where(Delivery.status == DeliveryStatus.FAILED)).all()
+        assert [f.address for f in failed] == ["security@bankb.example"]
+        assert failed[0].last_code == 550
+        health = s.scalars(select(Alert).where(Alert.kind == "pipeline_health")).all()
+        assert len(health) == 1
+    drain(sessions, settings, clock)
+    ops = [
+        m
+        for m in smtp.messages_for("ops@atm-risk.example")
+        if "pipeline health" in (m.subject or "")
+    ]
+    assert len(ops) == 1
+    assert "security@bankb.example" in ops[0].message.get_body(("plain",)).get_content()
+
+
+def test_an_invalid_report_writes_nothing(
+    sessions: sessionmaker[Session], setup: tuple[Settings, FrozenClock], smtp: SmtpTestServer
+) -> None:
+    settings, clock = setup
+    with pytest.raises(ReportError, match="lat"):
+        report_incident(sessions, settings, clock, {**ATTACK, "lat": 95})
+    with pytest.raises(ReportError, match="future"):
+        report_incident(sessions, settings, clock, {**ATTACK, "occurred_at": "2026-11-29T03:00Z"})
+    with sessions() as s:
+        assert s.scalars(select(Alert)).all() == []
+    assert smtp.messages == []
