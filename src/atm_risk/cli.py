@@ -13,6 +13,7 @@ import typer
 from atm_risk import migrate
 from atm_risk.app import Context
 from atm_risk.areas.service import ingest_area, list_layers
+from atm_risk.cli_alerts import alerts_app, incident_app, silences_app
 from atm_risk.cli_common import EXIT_REJECTED, context_of, emit, err, fail, out, sessions_of
 from atm_risk.cli_plans import plan_app
 from atm_risk.config import load_settings
@@ -31,6 +32,9 @@ app.add_typer(db_app, name="db")
 app.add_typer(ingest_app, name="ingest")
 app.add_typer(areas_app, name="areas")
 app.add_typer(plan_app, name="plan")
+app.add_typer(incident_app, name="incident")
+app.add_typer(alerts_app, name="alerts")
+app.add_typer(silences_app, name="silences")
 
 
 @app.callback()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import IO
 
 from rich.console import Console
 
+from atm_risk.alerts.service import build_digests, drain, report_incident
 from atm_risk.app import Context
 from atm_risk.areas.service import ingest_area
 from atm_risk.catalog import SHIPPED
@@ -22,7 +24,7 @@ from atm_risk.ingest.run import ingest_atms, ingest_incidents
 from atm_risk.migrate import upgrade
 from atm_risk.output import print_table, write_csv
 from atm_risk.risk.models import RiskRun
-from atm_risk.risk.service import latest_run, ranking, run_scoring
+from atm_risk.risk.service import RankedAtm, latest_run, ranking, run_scoring
 
 DEMO_BUDGET_EUR = 500_000.0
 DEMO_UNITS = 5
@@ -100,11 +102,57 @@ def run_demo(ctx: Context, *, out_dir: Path, console: Console, top: int = 10) ->
         write_csv(items, published, fh)
     console.print(f"wrote {target} ({len(items)} machines)")
     write_plans(ctx, published, out_dir, console)
+    demo_alert(ctx, items, out_dir, console)
     console.print(
         f"demo done in {time.perf_counter() - t0:.1f} s. The probabilities come from "
         f"{published.params.get('probability_method')}: see README, 'Which scorer runs'."
     )
     return target
+
+
+def demo_alert(ctx: Context, items: list[RankedAtm], out_dir: Path, console: Console) -> None:
+    """The immediate alert path on a SIMULATED attack at the top-ranked Dutch machine, and
+    the daily digest: the e-mails they would send go to out_dir/outbox/*.eml (the routing of
+    config/routing.example.toml; no mail leaves the machine)."""
+    target = next((i for i in items if i.operator == "Geldmaat"), None)
+    if target is None:
+        return
+    outbox_dir = out_dir / "outbox"
+    if outbox_dir.exists():
+        for old in outbox_dir.glob("*.eml"):
+            old.unlink()
+    routing = ctx.settings.data_dir.resolve().parent / "config" / "routing.example.toml"
+    settings = ctx.settings.model_copy(
+        update={
+            "alerts": ctx.settings.alerts.model_copy(
+                update={"routing_file": routing, "eml_dir": outbox_dir, "smtp": None}
+            )
+        }
+    )
+    result = report_incident(
+        ctx.sessions,
+        settings,
+        ctx.clock,
+        {
+            "incident_id": "DEMO-SIMULATED-1",
+            "occurred_at": (ctx.clock.now() - timedelta(minutes=20)).isoformat(),
+            "lat": target.lat + 0.002,
+            "lon": target.lon + 0.002,
+            "geocode_precision": "exact",
+            "method": "explosive_solid",
+            "locality": target.city,
+            "notes": "SIMULATED by `atm-risk demo` to show the alert path; not a real attack",
+            "simulated": True,
+        },
+    )
+    digests = build_digests(ctx.sessions, settings, ctx.clock, period="daily")
+    drain(ctx.sessions, settings, ctx.clock, ids=digests)
+    console.print(
+        f"SIMULATED attack near {target.atm_id} ({target.city}): gang_active alert "
+        f"{result.alert_id}, {len(result.deliveries)} e-mails; daily digest: {len(digests)} "
+        f"e-mails (map + CSV); all written to {outbox_dir}",
+        markup=False,
+    )
 
 
 def write_plans(ctx: Context, run: RiskRun, out_dir: Path, console: Console) -> None:

@@ -273,3 +273,57 @@ def test_an_invalid_report_writes_nothing(
     with sessions() as s:
         assert s.scalars(select(Alert)).all() == []
     assert smtp.messages == []
+
+
+DIGEST_ROUTE = """
+[[routes]]
+kinds = ["digest"]
+receivers = ["bank-b", "police-utrecht", "ops"]
+"""
+
+
+def test_the_daily_digest_is_scoped_per_recipient_with_map_and_csv_once_a_day(
+    sessions: sessionmaker[Session],
+    setup: tuple[Settings, FrozenClock],
+    smtp: SmtpTestServer,
+    write,
+) -> None:
+    import csv
+    import io
+
+    from atm_risk.alerts.service import build_digests
+    from atm_risk.risk.service import run_scoring
+
+    settings, clock = setup
+    routing = write("routing2.toml", ROUTING + DIGEST_ROUTE)
+    settings = settings.model_copy(
+        update={"alerts": settings.alerts.model_copy(update={"routing_file": routing})}
+    )
+    report_incident(sessions, settings, clock, dict(ATTACK), send=False)
+    run_scoring(sessions, settings=settings, clock=clock)
+    clock.advance(timedelta(hours=3))
+    ids = build_digests(sessions, settings, clock, period="daily")
+    assert len(ids) == 3
+    assert build_digests(sessions, settings, clock, period="daily") == []  # once a day
+    drain(sessions, settings, clock, ids=ids)
+    got = {m.rcpt_tos[0]: m.message for m in smtp.messages}
+    assert set(got) == {
+        "security@bankb.example",
+        "rtic@police-utrecht.example",
+        "ops@atm-risk.example",
+    }
+
+    def ranked(message) -> list[dict[str, str]]:  # type: ignore[no-untyped-def]
+        part = next(p for p in message.iter_attachments() if p.get_filename().endswith(".csv"))
+        return list(csv.DictReader(io.StringIO(part.get_content())))
+
+    assert {r["atm_id"] for r in ranked(got["security@bankb.example"])} == {"U2"}
+    police_rows = ranked(got["rtic@police-utrecht.example"])
+    assert {r["atm_id"] for r in police_rows} == {"U1", "U2", "A1"}  # not G1 (Groningen)
+    assert not any("loss" in k for k in police_rows[0])
+    assert {r["atm_id"] for r in ranked(got["ops@atm-risk.example"])} == {"U1", "U2", "A1", "G1"}
+    html = got["ops@atm-risk.example"].get_body(("html",))
+    assert 'src="cid:riskmap"' in html.get_content()
+    pngs = [p for p in got["ops@atm-risk.example"].walk() if p.get_content_type() == "image/png"]
+    assert len(pngs) == 1 and pngs[0]["Content-ID"] == "<riskmap>"
+    assert pngs[0].get_content()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -41,6 +41,7 @@ from atm_risk.alerts.channels import (
     send_email,
 )
 from atm_risk.alerts.channels.webhook import envelope
+from atm_risk.alerts.digest import embed_map_inline
 from atm_risk.alerts.models import (
     Alert,
     AlertKind,
@@ -66,6 +67,7 @@ class Rendered:
     html: str | None = None
     data: dict[str, Any] | None = None
     attachments: tuple[tuple[str, bytes, str], ...] = ()
+    inline_map: bool = False  # show the risk-map.png attachment inside the HTML (digest)
 
     def stored(self) -> dict[str, Any]:
         return {
@@ -73,6 +75,7 @@ class Rendered:
             "text": self.text,
             "html": self.html,
             "data": self.data or {},
+            "inline_map": self.inline_map,
             "attachments": [
                 {"filename": f, "mime": m, "base64": base64.b64encode(b).decode("ascii")}
                 for f, b, m in self.attachments
@@ -267,6 +270,8 @@ def send_one(item: Claimed, settings: AlertSettings, now: datetime) -> DeliveryR
                 attachments=_attachments(content),
                 date=now,
             )
+            if content.get("inline_map"):
+                embed_map_inline(message)
             if settings.eml_dir is not None:
                 return _write_eml(settings.eml_dir, item, bytes(message))
             if settings.smtp is None:

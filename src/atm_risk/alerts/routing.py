@@ -175,8 +175,12 @@ def targets(
     severity: Severity,
     region: str | None,
     operators: set[str],
+    per_recipient_scope: bool = False,
 ) -> list[Target]:
-    """Every address the alert goes to, each receiver once, in a stable order."""
+    """Every address the alert goes to, each receiver once, in a stable order.
+
+    ``per_recipient_scope``: the content is cut to each receiver's own scope (a digest), so
+    police receivers get it whatever the alert's region."""
     seen: set[str] = set()
     out: list[Target] = []
     for route in routing.routes:
@@ -186,7 +190,7 @@ def targets(
             if name in seen:
                 continue
             receiver = routing.receiver(name)
-            if not receiver.sees_region(region):
+            if not per_recipient_scope and not receiver.sees_region(region):
                 continue
             if receiver.role == "bank" and receiver.operator not in operators:
                 continue  # nothing of this bank's is concerned

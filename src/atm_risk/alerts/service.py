@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from atm_risk.alerts import outbox
+from atm_risk.alerts.digest import DigestItem, render_digest
 from atm_risk.alerts.models import (
     Alert,
     AlertKind,
@@ -22,15 +23,17 @@ from atm_risk.alerts.models import (
     Severity,
 )
 from atm_risk.alerts.outbox import DispatchReport, Rendered, enqueue
-from atm_risk.alerts.routing import targets
+from atm_risk.alerts.routing import Receiver, Target, targets
 from atm_risk.alerts.rules import (
     escape_routes,
     gang_active,
     locate,
     machines_near,
+    region_of,
     render_gang_active,
     routing_of,
 )
+from atm_risk.areas.service import load_layer
 from atm_risk.clock import Clock
 from atm_risk.config import Settings
 from atm_risk.db import transaction
@@ -39,6 +42,7 @@ from atm_risk.incidents.models import Incident
 from atm_risk.incidents.schemas import IncidentRecord
 from atm_risk.incidents.service import upsert_incidents
 from atm_risk.ingest.validation import format_validation_error
+from atm_risk.risk.service import RankedAtm, latest_run, ranking
 
 REPORT_FEED = "reports"
 
@@ -309,3 +313,176 @@ def delivery_counts(session: Session) -> dict[str, int]:
     for status in rows:
         out[str(status)] = out.get(str(status), 0) + 1
     return out
+
+
+# --------------------------------------------------------------------------- digests
+
+PERIOD_DAYS = {"daily": 1, "weekly": 7}
+
+
+def _scoped(
+    items: list[RankedAtm], receiver: Receiver, regions: dict[str, str | None]
+) -> list[RankedAtm]:
+    """What one receiver may see: a bank its machines, police their regions, ops all."""
+    if receiver.role == "bank":
+        return [i for i in items if i.operator_code == receiver.operator]
+    if receiver.role == "police":
+        return [i for i in items if receiver.sees_region(regions[_key(i)])]
+    return items
+
+
+def _key(item: RankedAtm) -> str:
+    return f"{item.operator_code}/{item.atm_id}"
+
+
+def build_digests(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    clock: Clock,
+    *,
+    period: str = "daily",
+    zone: str = "Europe/Amsterdam",
+) -> list[int]:
+    """One digest alert for the period, one personal digest per routed receiver address
+    (a bank sees its machines, police their regions without money, operators all), with
+    the map (PNG) and the ranked list (CSV). Idempotent per period and day."""
+    from zoneinfo import ZoneInfo
+
+    if period not in PERIOD_DAYS:
+        raise ValueError(f"period must be daily or weekly, not {period!r}")
+    routing = routing_of(settings)
+    now = clock.now()
+    local_day = now.astimezone(ZoneInfo(zone)).date()
+    key = f"digest:{period}:{local_day.isoformat()}"
+    start = now - timedelta(days=PERIOD_DAYS[period])
+    with transaction(sessions) as session:
+        if session.scalar(select(Alert).where(Alert.dedup_key == key)) is not None:
+            return []  # this period's digest exists already (a second scheduler, a rerun)
+        run = latest_run(session)
+        items = ranking(session, run) if run is not None else []
+        alert = Alert(
+            kind=AlertKind.DIGEST,
+            severity=Severity.INFO,
+            status=AlertStatus.RESOLVED,
+            dedup_key=key,
+            region=None,
+            title=f"{period.capitalize()} digest {local_day}",
+            version=1,
+            payload={"run_id": run.id if run else None, "period": period},
+            operator_codes=sorted({i.operator_code for i in items}),
+            run_id=run.id if run else None,
+            created_at=now,
+            updated_at=now,
+            last_event_at=now,
+            repeats_sent=0,
+        )
+        session.add(alert)
+        session.flush()
+        if routing is None:
+            return []
+        found = targets(
+            routing,
+            kind=AlertKind.DIGEST,
+            severity=Severity.INFO,
+            region=None,
+            operators=set(alert.operator_codes),
+            per_recipient_scope=True,
+        )
+        regions = _machine_regions(session, settings, items)
+        boundaries = _boundaries(session)
+        incidents = [
+            {
+                "when_text": i.when_text(),
+                "place": ", ".join(p for p in (i.locality, i.municipality) if p)
+                or (i.region or ""),
+                "method": str(i.method).replace("_", " "),
+                "label": f"{i.feed}/{i.incident_id}",
+                "simulated": bool(i.simulated),
+            }
+            for i in session.scalars(
+                select(Incident)
+                .where(Incident.occurred_from >= start, Incident.occurred_from < now)
+                .order_by(Incident.occurred_from)
+            )
+        ]
+        run_view = (
+            {
+                "id": run.id,
+                "as_of": run.as_of,
+                "scorer": run.scorer,
+                "probability_method": run.params.get("probability_method"),
+                "horizon_days": run.horizon_days,
+            }
+            if run is not None
+            else {
+                "id": None,
+                "as_of": now,
+                "scorer": "none",
+                "probability_method": None,
+                "horizon_days": 28,
+            }
+        )
+        rendered: list[tuple[Target, Rendered]] = []
+        cache: dict[str, Rendered] = {}
+        for target in found:
+            receiver = target.receiver
+            if receiver.name not in cache:
+                scoped = _scoped(items, receiver, regions)
+                content = render_digest(
+                    recipient_name=receiver.name,
+                    role=receiver.role,
+                    period=period,
+                    period_start=start,
+                    period_end=now,
+                    zone=zone,
+                    run=run_view,
+                    items=[_digest_item(i) for i in scoped],
+                    incidents=incidents,
+                    changes=[],
+                    boundaries=boundaries,
+                    show_money=receiver.role != "police",
+                )
+                cache[receiver.name] = Rendered(
+                    subject=content.subject,
+                    text=content.text,
+                    html=content.html,
+                    data={"digest": period, "day": local_day.isoformat(), "machines": len(scoped)},
+                    attachments=tuple(content.attachments),
+                    inline_map=True,
+                )
+            rendered.append((target, cache[receiver.name]))
+        rows = enqueue(
+            session, alert, rendered, reason="new", seq=0, settings=settings.alerts, now=now
+        )
+        return [r.id for r in rows]
+
+
+def _digest_item(i: RankedAtm) -> DigestItem:
+    return DigestItem(
+        rank=i.rank,
+        operator=i.operator,
+        atm_id=i.atm_id,
+        city=i.city,
+        address=i.address,
+        lon=i.lon,
+        lat=i.lat,
+        probability=i.probability,
+        risk_band=i.risk_band or "low",
+        expected_loss_eur=i.expected_loss_eur,
+        action=i.action or "monitor",
+        action_reason=i.action_text(),
+        reasons=i.reasons_text(),
+    )
+
+
+def _machine_regions(
+    session: Session, settings: Settings, items: list[RankedAtm]
+) -> dict[str, str | None]:
+    return {_key(i): region_of(session, settings, i.lon, i.lat) for i in items}
+
+
+def _boundaries(session: Session) -> Any:
+    try:
+        return load_layer(session, "nl_provinces")
+    except LookupError:
+        return None

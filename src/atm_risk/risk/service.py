@@ -243,7 +243,7 @@ def latest_run(session: Session) -> RiskRun | None:
 class RankedAtm:
     rank: int
     score: float
-    operator: str
+    operator: str  # display name
     atm_id: str
     lat: float
     lon: float
@@ -253,6 +253,7 @@ class RankedAtm:
     night_closure: bool | None
     reasons: list[dict[str, Any]]
     probability: float | None = None
+    operator_code: str = ""  # the tenant code (routing, scoping)
     risk_band: str | None = None
     expected_loss_eur: float | None = None
     action: str | None = None
@@ -268,7 +269,7 @@ class RankedAtm:
 
 def ranking(session: Session, run: RiskRun, *, top: int | None = None) -> list[RankedAtm]:
     query = (
-        select(RiskScore, Atm, Operator.name)
+        select(RiskScore, Atm, Operator.name, Operator.code)
         .join(Atm, RiskScore.atm_pk == Atm.id)
         .join(Operator, Atm.operator_id == Operator.id)
         .where(RiskScore.run_id == run.id)
@@ -281,6 +282,7 @@ def ranking(session: Session, run: RiskRun, *, top: int | None = None) -> list[R
             rank=s.rank,
             score=s.score,
             operator=op_name,
+            operator_code=op_code,
             atm_id=atm.atm_id,
             lat=atm.lat,
             lon=atm.lon,
@@ -295,5 +297,5 @@ def ranking(session: Session, run: RiskRun, *, top: int | None = None) -> list[R
             action=s.action,
             action_reasons=s.action_reasons,
         )
-        for s, atm, op_name in session.execute(query)
+        for s, atm, op_name, op_code in session.execute(query)
     ]
