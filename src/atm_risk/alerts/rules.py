@@ -252,6 +252,9 @@ def gang_active(
         )
         .order_by(Alert.id.desc())
         .limit(1)
+        # Lock the spree's alert: two reports in one region update it one after the other
+        # (PostgreSQL row lock; SQLite serialises writers anyway), never both to one version.
+        .with_for_update()
     )
     operators = sorted(set(machines["operator"]))
     bucket = _bucket(incident.occurred_from, cfg.group_window_hours)
@@ -278,7 +281,9 @@ def gang_active(
                 session.flush()
             reason = "new"
         except IntegrityError:
-            alert = session.scalar(select(Alert).where(Alert.dedup_key == alert.dedup_key))
+            alert = session.scalar(
+                select(Alert).where(Alert.dedup_key == alert.dedup_key).with_for_update()
+            )
             assert alert is not None
             reason = _update(alert, view, operators, severity, incident, now)
     else:
