@@ -16,7 +16,10 @@ and duplicated (one Message-ID received twice).
 from __future__ import annotations
 
 import argparse
+import csv
+import gzip
 import json
+import multiprocessing as mp
 import random
 import sys
 import tempfile
@@ -26,12 +29,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+GELDMAAT = ROOT / "data/geldmaat_atm_locations_nl/geldmaat_locations.csv.gz"
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 from tests.smtp_server import SmtpTestServer  # noqa: E402
 
+from atm_risk.alerts.channels import SmtpConfig  # noqa: E402
 from atm_risk.alerts.models import Delivery  # noqa: E402
 from atm_risk.alerts.service import report_incident  # noqa: E402
 from atm_risk.app import Context  # noqa: E402
@@ -41,26 +46,80 @@ from atm_risk.config import Settings  # noqa: E402
 from atm_risk.ingest.run import ingest_atms  # noqa: E402
 from atm_risk.migrate import upgrade  # noqa: E402
 
-ROUTING = """
-version = 1
-[[receivers]]
-name = "bank"
-role = "bank"
-operator = "bank"
-email = ["security@bank.example"]
-[[receivers]]
-name = "police-utrecht"
-role = "police"
-regions = ["Utrecht"]
-email = ["rtic@police.example"]
-[[receivers]]
-name = "ops"
-role = "operator"
-email = ["ops@atm-risk.example"]
-[[routes]]
-kinds = ["gang_active", "pipeline_health"]
-receivers = ["bank", "police-utrecht", "ops"]
-"""
+PROVINCES = (
+    "Groningen",
+    "Fryslân",
+    "Drenthe",
+    "Overijssel",
+    "Flevoland",
+    "Gelderland",
+    "Utrecht",
+    "Noord-Holland",
+    "Zuid-Holland",
+    "Zeeland",
+    "Noord-Brabant",
+    "Limburg",
+)
+
+
+def routing_toml(operator: str) -> str:
+    """Police of every Dutch province, the bank, the operators."""
+    parts = ["version = 1"]
+    names = []
+    for k, province in enumerate(PROVINCES):
+        names.append(f"police-{k}")
+        parts.append(
+            f'[[receivers]]\nname = "police-{k}"\nrole = "police"\n'
+            f'regions = ["{province}"]\nemail = ["rtic-{k}@police.example"]'
+        )
+    parts.append(
+        f'[[receivers]]\nname = "bank"\nrole = "bank"\noperator = "{operator}"\n'
+        'email = ["security@bank.example"]'
+    )
+    parts.append('[[receivers]]\nname = "ops"\nrole = "operator"\nemail = ["ops@atm-risk.example"]')
+    receivers = ", ".join(f'"{n}"' for n in [*names, "bank", "ops"])
+    parts.append(
+        f'[[routes]]\nkinds = ["gang_active", "pipeline_health"]\nreceivers = [{receivers}]'
+    )
+    return "\n\n".join(parts) + "\n"
+
+
+def smtp_relay(port_file: Path, log_file: Path, stop_file: Path) -> None:
+    """Child process: a real SMTP server (like a relay, not sharing the reporters' GIL) that
+    logs every accepted message as "Message-ID<TAB>unix time of acceptance"."""
+    with SmtpTestServer() as smtp:
+        port_file.write_text(str(smtp.port), encoding="utf-8")
+        seen = 0
+        with log_file.open("a", encoding="utf-8") as log:
+            while True:
+                messages = smtp.messages
+                for m in messages[seen:]:
+                    log.write(f"{m.message_id}\t{m.received_at.timestamp()}\n")
+                log.flush()
+                seen = len(messages)
+                if stop_file.exists():
+                    break
+                time.sleep(0.05)
+
+
+def start_relay(work: Path) -> tuple[mp.Process, int, Path, Path]:
+    port_file, log_file, stop_file = work / "port", work / "received.tsv", work / "stop"
+    proc = mp.get_context("spawn").Process(
+        target=smtp_relay, args=(port_file, log_file, stop_file), daemon=True
+    )
+    proc.start()
+    for _ in range(200):
+        if port_file.exists() and port_file.read_text():
+            return proc, int(port_file.read_text()), log_file, stop_file
+        time.sleep(0.05)
+    raise RuntimeError("the SMTP relay did not start")
+
+
+def _received(log_file: Path) -> list[tuple[str, float]]:
+    if not log_file.exists():
+        return []
+    rows = [line.split("\t") for line in log_file.read_text(encoding="utf-8").splitlines()]
+    return [(mid, float(at)) for mid, at in rows]
 
 
 def main() -> None:
@@ -68,26 +127,44 @@ def main() -> None:
     parser.add_argument("--incidents", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--database", default=None, help="SQLAlchemy URL (default: SQLite)")
+    parser.add_argument(
+        "--one-region",
+        action="store_true",
+        help="worst case: all incidents in one province (one spree, one alert to update)",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="atm-risk-latency-"))
     url = args.database or f"sqlite:///{work / 'bench.sqlite3'}"
     rng = random.Random(0)
-    atms = ["atm_id,operator,lat,lon,site_type,country"]
-    for k in range(200):
-        atms.append(
-            f"B{k},Bank,{52.0 + rng.random() * 0.2:.5f},{5.0 + rng.random() * 0.3:.5f},shop,NL"
-        )
-    (work / "atms.csv").write_text("\n".join(atms) + "\n", encoding="utf-8")
-    (work / "routing.toml").write_text(ROUTING, encoding="utf-8")
-    with SmtpTestServer() as smtp:
+    if args.one_region:
+        # worst case: every incident in one province, i.e. one spree, one alert row to update
+        atms = ["atm_id,operator,lat,lon,site_type,country"]
+        for k in range(200):
+            atms.append(
+                f"B{k},Bank,{52.0 + rng.random() * 0.2:.5f},{5.0 + rng.random() * 0.3:.5f},shop,NL"
+            )
+        atm_file, profile, operator = work / "atms.csv", "canonical", "bank"
+        atm_file.write_text("\n".join(atms) + "\n", encoding="utf-8")
+        sites = [(52.0 + (k % 20) * 0.01, 5.0 + (k // 20) * 0.03) for k in range(args.incidents)]
+    else:
+        # attacks at real machines anywhere in the Netherlands (the shipped Geldmaat list)
+        atm_file, profile, operator = GELDMAAT, "geldmaat", "geldmaat"
+        with gzip.open(GELDMAAT, "rt", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        picks = [rows[rng.randrange(len(rows))] for _ in range(args.incidents)]
+        sites = [(float(r["latitude"]), float(r["longitude"])) for r in picks]
+    (work / "routing.toml").write_text(routing_toml(operator), encoding="utf-8")
+    relay, port, log_file, stop_file = start_relay(work)
+    try:
+        smtp = SmtpConfig(host="127.0.0.1", port=port, security="none", from_address="a@b.example")
         settings = Settings(
             database_url=url,
             model_path=None,
-            alerts={"routing_file": work / "routing.toml", "smtp": smtp.smtp_config(timeout_s=10)},
+            alerts={"routing_file": work / "routing.toml", "smtp": smtp},
         )
         ctx = Context(settings=settings, clock=SystemClock())
         upgrade(ctx.engine)
-        ingest_atms(ctx.sessions, path=work / "atms.csv", clock=ctx.clock)
+        ingest_atms(ctx.sessions, path=atm_file, profile=profile, clock=ctx.clock)
         ingest_area(
             ctx.sessions,
             name="nl_provinces",
@@ -96,7 +173,7 @@ def main() -> None:
         )
         print(
             f"database {url.split('://')[0]}, {args.incidents} SIMULATED incidents, "
-            f"{args.concurrency} at a time, SMTP on 127.0.0.1:{smtp.port}"
+            f"{args.concurrency} at a time, SMTP relay (own process) on 127.0.0.1:{port}"
         )
         started: dict[int, float] = {}
 
@@ -110,8 +187,8 @@ def main() -> None:
                 {
                     "incident_id": f"BENCH-{k}",
                     "occurred_at": when.isoformat(),
-                    "lat": 52.0 + (k % 20) * 0.01,
-                    "lon": 5.0 + (k // 20) * 0.03,
+                    "lat": sites[k][0],
+                    "lon": sites[k][1],
                     "geocode_precision": "exact",
                     "method": "explosive_solid",
                     "simulated": True,
@@ -124,25 +201,30 @@ def main() -> None:
         with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
             list(pool.map(one, range(args.incidents)))
         wall = time.perf_counter() - wall
-        smtp.wait_for(len(started), timeout=30)
+        deadline = time.time() + 30
+        while time.time() < deadline and len(_received(log_file)) < len(started):
+            time.sleep(0.1)
         with ctx.sessions() as session:
             rows = session.scalars(select(Delivery)).all()
             by_mid = {r.message_id: r for r in rows}
         received: dict[str, int] = {}
         latencies = []
-        for message in smtp.messages:
-            mid = message.message_id or ""
+        for mid, at in _received(log_file):
             received[mid] = received.get(mid, 0) + 1
             row = by_mid.get(mid)
             if row is not None and row.id in started and received[mid] == 1:
-                latencies.append(message.received_at.timestamp() - started[row.id])
+                latencies.append(at - started[row.id])
         lost = sum(1 for r in rows if r.message_id not in received)
         duplicated = sum(n - 1 for n in received.values() if n > 1)
         ctx.close()
+    finally:
+        stop_file.touch()
+        relay.join(timeout=10)
     ms = np.array(latencies) * 1000
     summary = {
         "database": url.split("://")[0],
         "incidents": args.incidents,
+        "scenario": "one_region" if args.one_region else "netherlands",
         "concurrency": args.concurrency,
         "deliveries": len(rows),
         "messages_received": sum(received.values()),

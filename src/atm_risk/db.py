@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import enum
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,9 @@ def str_enum(enum_cls: type[enum.Enum], name: str) -> SAEnum:
     )
 
 
+_WRITE_LOCK = "_atm_risk_write_lock"
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cur = dbapi_connection.cursor()
     cur.execute("PRAGMA foreign_keys=ON")
@@ -84,8 +88,13 @@ def make_engine(database_url: str, **kwargs: Any) -> Engine:
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
+        # SQLite has one writer at a time and makes waiting writers poll (sleeps of up to
+        # 100 ms): short writers of one process queue on this lock instead (transaction()).
+        setattr(engine, _WRITE_LOCK, threading.RLock())
         return engine
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    # Enough connections for the immediate alert path (reports and sender threads).
+    options = {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20, **kwargs}
+    return create_engine(url, **options)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -93,9 +102,14 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 @contextmanager
-def transaction(sessions: sessionmaker[Session]) -> Iterator[Session]:
-    """One unit of work: commit when the block ends normally, roll back on any error."""
-    with sessions() as session, session.begin():
+def transaction(sessions: sessionmaker[Session], *, short: bool = False) -> Iterator[Session]:
+    """One unit of work: commit when the block ends normally, roll back on any error.
+
+    ``short``: a brief write (the alert path). On SQLite it holds the engine's in-process
+    write lock, so that concurrent short writers of one process queue in order instead of
+    polling the database file lock; long units (a scoring run) do not take it."""
+    lock = getattr(sessions.kw.get("bind"), _WRITE_LOCK, None) if short else None
+    with lock or nullcontext(), sessions() as session, session.begin():
         yield session
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
+import threading
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -88,18 +89,23 @@ def idempotency_key(alert: Alert, reason: str, seq: int, target: Target) -> str:
     return f"alert{alert.id}.v{alert.version}.{reason}{seq}.{target.receiver.name}.{digest}"
 
 
-def active_silence(
-    session: Session, alert: Alert, target: Target, operator: str | None, now: datetime
+def active_silences(session: Session, now: datetime) -> list[Silence]:
+    return list(
+        session.scalars(
+            select(Silence)
+            .where(Silence.starts_at <= now, Silence.ends_at > now, Silence.expired_at.is_(None))
+            .order_by(Silence.id)
+        )
+    )
+
+
+def matching_silence(
+    silences: Sequence[Silence], alert: Alert, target: Target, operator: str | None
 ) -> Silence | None:
     """The first active silence that matches this delivery (never gang_active to police)."""
     if alert.kind == AlertKind.GANG_ACTIVE and target.receiver.role == "police":
         return None
-    rows = session.scalars(
-        select(Silence)
-        .where(Silence.starts_at <= now, Silence.ends_at > now, Silence.expired_at.is_(None))
-        .order_by(Silence.id)
-    )
-    for s in rows:
+    for s in silences:
         if s.kind is not None and s.kind != str(alert.kind):
             continue
         if s.severity is not None and s.severity != str(alert.severity):
@@ -128,9 +134,10 @@ def enqueue(
 ) -> list[Delivery]:
     """Add one delivery per (target, rendered content) in the caller's transaction."""
     rows = []
+    silences = active_silences(session, now) if deliveries else []
     for target, content in deliveries:
         key = idempotency_key(alert, reason, seq, target)
-        silence = active_silence(session, alert, target, target.receiver.operator, now)
+        silence = matching_silence(silences, alert, target, target.receiver.operator)
         row = Delivery(
             alert_id=alert.id,
             alert_version=alert.version,
@@ -206,7 +213,7 @@ def claim(
 ) -> list[Claimed]:
     """Claim due deliveries with a lease; a row is claimed by at most one dispatcher."""
     token = secrets.token_hex(16)
-    with transaction(sessions) as session:
+    with transaction(sessions, short=True) as session:
         query = select(Delivery.id).where(_due(now)).order_by(Delivery.id).limit(limit)
         if ids is not None:
             query = query.where(Delivery.id.in_(list(ids)))
@@ -305,53 +312,80 @@ def _write_eml(folder: Path, item: Claimed, raw: bytes) -> DeliveryResult:
     return DeliveryResult(Outcome.SENT, f"written to {folder / name}")
 
 
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """One long-lived pool of sender threads per process (starting threads per report cost
+    more than the sends on the immediate path)."""
+    with _POOLS_LOCK:
+        if workers not in _POOLS:
+            _POOLS[workers] = ThreadPoolExecutor(workers, thread_name_prefix="atm-risk-send")
+        return _POOLS[workers]
+
+
 def backoff_s(attempts: int, settings: AlertSettings) -> float:
     return float(min(settings.retry_base_s * 2 ** max(attempts - 1, 0), settings.retry_max_s))
 
 
 def record(
     sessions: sessionmaker[Session],
+    outcomes: Sequence[tuple[Claimed, DeliveryResult]],
+    *,
+    settings: AlertSettings,
+    now: datetime,
+    on_failed: Any = None,
+) -> list[DeliveryStatus | None]:
+    """Store the outcomes (one transaction) of the rows this dispatcher still owns."""
+    with transaction(sessions, short=True) as session:
+        return [
+            _apply(session, item, result, settings=settings, now=now, on_failed=on_failed)
+            for item, result in outcomes
+        ]
+
+
+def _apply(
+    session: Session,
     item: Claimed,
     result: DeliveryResult,
     *,
     settings: AlertSettings,
     now: datetime,
-    on_failed: Any = None,
+    on_failed: Any,
 ) -> DeliveryStatus | None:
-    """Store the outcome if this dispatcher still owns the row; returns the new status."""
-    with transaction(sessions) as session:
-        row = session.scalar(
-            select(Delivery).where(Delivery.id == item.id, Delivery.claim_token == item.token)
-        )
-        if row is None or row.status != DeliveryStatus.SENDING:
-            return None  # the lease was lost to another dispatcher; it will record
-        attempts = row.attempts + 1
-        row.attempts = attempts
-        row.history = [
-            *row.history,
-            {
-                "attempt": attempts,
-                "at": now.isoformat(),
-                "outcome": str(result.outcome),
-                "code": result.code,
-                "detail": result.detail[:500],
-            },
-        ]
-        row.last_code, row.last_error = result.code, None
-        row.claim_token, row.claimed_until = None, None
-        if result.outcome == Outcome.SENT:
-            row.status, row.sent_at = DeliveryStatus.SENT, now
-        elif result.outcome == Outcome.TRANSIENT and attempts < settings.max_attempts:
-            delay = max(backoff_s(attempts, settings), result.retry_after_s or 0.0)
-            row.status = DeliveryStatus.PENDING
-            row.next_attempt_at = now + timedelta(seconds=delay)
-            row.last_error = result.detail[:2000]
-        else:
-            row.status = DeliveryStatus.FAILED
-            row.last_error = result.detail[:2000]
-            if on_failed is not None:
-                on_failed(session, row, now)
-        return row.status
+    row = session.scalar(
+        select(Delivery).where(Delivery.id == item.id, Delivery.claim_token == item.token)
+    )
+    if row is None or row.status != DeliveryStatus.SENDING:
+        return None  # the lease was lost to another dispatcher; it records
+    attempts = row.attempts + 1
+    row.attempts = attempts
+    row.history = [
+        *row.history,
+        {
+            "attempt": attempts,
+            "at": now.isoformat(),
+            "outcome": str(result.outcome),
+            "code": result.code,
+            "detail": result.detail[:500],
+        },
+    ]
+    row.last_code, row.last_error = result.code, None
+    row.claim_token, row.claimed_until = None, None
+    if result.outcome == Outcome.SENT:
+        row.status, row.sent_at = DeliveryStatus.SENT, now
+    elif result.outcome == Outcome.TRANSIENT and attempts < settings.max_attempts:
+        delay = max(backoff_s(attempts, settings), result.retry_after_s or 0.0)
+        row.status = DeliveryStatus.PENDING
+        row.next_attempt_at = now + timedelta(seconds=delay)
+        row.last_error = result.detail[:2000]
+    else:
+        row.status = DeliveryStatus.FAILED
+        row.last_error = result.detail[:2000]
+        if on_failed is not None:
+            on_failed(session, row, now)
+    return row.status
 
 
 def dispatch(
@@ -370,18 +404,20 @@ def dispatch(
     if not items:
         return report
 
-    def work(item: Claimed) -> DeliveryStatus | None:
-        result = send_one(item, settings, clock.now())
-        return record(
-            sessions, item, result, settings=settings, now=clock.now(), on_failed=on_failed
-        )
+    def work(item: Claimed) -> DeliveryResult:
+        return send_one(item, settings, clock.now())
 
-    workers = min(settings.send_workers, len(items))
-    if workers == 1:
-        statuses = [work(items[0])]
+    if len(items) == 1:
+        results = [work(items[0])]
     else:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="atm-risk-send") as pool:
-            statuses = list(pool.map(work, items))
+        results = list(_pool(settings.send_workers).map(work, items))
+    statuses = record(
+        sessions,
+        list(zip(items, results, strict=True)),
+        settings=settings,
+        now=clock.now(),
+        on_failed=on_failed,
+    )
     for status in statuses:
         if status == DeliveryStatus.SENT:
             report.sent += 1

@@ -14,7 +14,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import shapely
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from scipy.spatial import cKDTree
@@ -57,9 +56,10 @@ def routing_of(settings: Settings) -> Routing | None:
 # --------------------------------------------------------------------------- area lookups
 
 
-def _layer_stamp(session: Session, name: str) -> str | None:
-    layer = session.scalar(select(AreaLayer).where(AreaLayer.name == name))
-    return None if layer is None else f"{name}:{layer.id}:{layer.loaded_at.isoformat()}"
+def _layer_stamps(session: Session) -> dict[str, str]:
+    """Every loaded layer's identity (name, id, load time): a re-ingest invalidates caches."""
+    rows = session.execute(select(AreaLayer.name, AreaLayer.id, AreaLayer.loaded_at)).all()
+    return {name: f"{name}:{pk}:{loaded.isoformat()}" for name, pk, loaded in rows}
 
 
 # Area layers change only when re-ingested (a new id/loaded_at): cache them per process so
@@ -82,8 +82,9 @@ def locate(
 ) -> tuple[str | None, str | None]:
     """(province or state, country) containing the point, from the loaded area layers."""
     point = shapely.Point(lon, lat)
+    stamps = _layer_stamps(session)
     for layer, country in REGION_LAYERS:
-        stamp = _layer_stamp(session, layer)
+        stamp = stamps.get(layer)
         if stamp is None:
             continue
         names, geoms = _regions(session, settings.database_url, layer, stamp)
@@ -106,7 +107,8 @@ _MOTORWAY_LAYERS = (
 
 
 def _motorway(session: Session, settings: Settings) -> tuple[Any, list[str]]:
-    stamps = tuple(str(_layer_stamp(session, name)) for name in _MOTORWAY_LAYERS)
+    loaded = _layer_stamps(session)
+    stamps = tuple(str(loaded.get(name)) for name in _MOTORWAY_LAYERS)
     key = ("motorway", settings.database_url, settings.metric_crs, *stamps)
     if key not in _CACHE:
         ctx = area_context(session, settings, only=set(_MOTORWAY_LAYERS))
@@ -141,8 +143,10 @@ def escape_routes(
 
 def machines_near(
     session: Session, settings: Settings, lon: float, lat: float, radius_m: float
-) -> pd.DataFrame:
-    """Active machines within ``radius_m`` with the latest published risk, nearest first."""
+) -> list[dict[str, Any]]:
+    """Active machines within ``radius_m``, nearest first, with the latest published risk;
+    ``shutdown`` marks those within the shutdown radius. Plain rows: this runs on the
+    immediate path of every incident report."""
     dlat = radius_m / 111_000 + 0.01
     dlon = radius_m / (111_000 * max(math.cos(math.radians(lat)), 0.1)) + 0.01
     rows = session.execute(
@@ -154,37 +158,60 @@ def machines_near(
             Atm.lon.between(lon - dlon, lon + dlon),
         )
     ).all()
-    frame = pd.DataFrame(
-        rows, columns=["atm_pk", "atm_id", "operator", "lon", "lat", "city", "address"]
+    if not rows:
+        return []
+    x, y = project(
+        np.array([r[3] for r in rows] + [lon], dtype=float),
+        np.array([r[4] for r in rows] + [lat], dtype=float),
+        settings.metric_crs,
     )
-    if frame.empty:
-        return frame.assign(distance_m=[], band=[], action=[], expected_loss_eur=[])
-    x, y = project(frame["lon"].to_numpy(float), frame["lat"].to_numpy(float), settings.metric_crs)
-    px, py = project([lon], [lat], settings.metric_crs)
-    ix, iy = float(px[0]), float(py[0])
-    frame["distance_m"] = np.hypot(x - ix, y - iy)
-    frame = frame[frame["distance_m"] <= radius_m]
-    run = session.scalar(
-        select(RiskRun)
+    dist = np.hypot(x[:-1] - x[-1], y[:-1] - y[-1])
+    keep = sorted(
+        (float(d), r[0], k)
+        for k, (d, r) in enumerate(zip(dist, rows, strict=True))
+        if d <= radius_m
+    )
+    if not keep:
+        return []
+    run_id = session.scalar(
+        select(RiskRun.id)
         .where(RiskRun.status == RunStatus.SUCCEEDED)
         .order_by(RiskRun.finished_at.desc(), RiskRun.id.desc())
         .limit(1)
     )
-    scores = pd.DataFrame(columns=["atm_pk", "band", "action", "expected_loss_eur"])
-    if run is not None and len(frame):
-        scores = pd.DataFrame(
-            session.execute(
+    scores: dict[int, tuple[Any, ...]] = {}
+    if run_id is not None:
+        scores = {
+            pk: (band, action, el)
+            for pk, band, action, el in session.execute(
                 select(
                     RiskScore.atm_pk,
                     RiskScore.risk_band,
                     RiskScore.action,
                     RiskScore.expected_loss_eur,
-                ).where(RiskScore.run_id == run.id, RiskScore.atm_pk.in_(frame["atm_pk"].tolist()))
-            ).all(),
-            columns=["atm_pk", "band", "action", "expected_loss_eur"],
+                ).where(RiskScore.run_id == run_id, RiskScore.atm_pk.in_([pk for _, pk, _ in keep]))
+            )
+        }
+    shutdown_m = settings.decisions.shutdown_radius_km * 1000
+    out = []
+    for d, pk, k in keep:
+        r = rows[k]
+        band, action, el = scores.get(pk, (None, None, None))
+        out.append(
+            {
+                "atm_pk": pk,
+                "atm_id": r[1],
+                "operator": r[2],
+                "place": ", ".join(p for p in (r[6], r[5]) if p),
+                "distance_m": d,
+                "distance_km": round(d / 1000, 1),
+                "shutdown": d <= shutdown_m,
+                "band": band,
+                "action": action,
+                "expected_loss_eur": el,
+            }
         )
-    frame = frame.merge(scores, on="atm_pk", how="left")
-    return frame.sort_values(["distance_m", "atm_pk"]).reset_index(drop=True)
+    return out
 
 
 # --------------------------------------------------------------------------- gang_active
@@ -233,8 +260,6 @@ def gang_active(
     cfg = settings.alerts
     region = region_of(session, settings, lon, lat) or incident.region
     machines = machines_near(session, settings, lon, lat, cfg.gang_radius_km * 1000)
-    shutdown_m = settings.decisions.shutdown_radius_km * 1000
-    machines["shutdown"] = machines["distance_m"] <= shutdown_m
     px, py = project([lon], [lat], settings.metric_crs)
     routes = escape_routes(session, settings, float(px[0]), float(py[0]))
     view = _incident_view(incident)
@@ -256,7 +281,7 @@ def gang_active(
         # (PostgreSQL row lock; SQLite serialises writers anyway), never both to one version.
         .with_for_update()
     )
-    operators = sorted(set(machines["operator"]))
+    operators = sorted({m["operator"] for m in machines})
     bucket = _bucket(incident.occurred_from, cfg.group_window_hours)
     if alert is None:
         alert = Alert(
@@ -331,7 +356,7 @@ def render_gang_active(
     settings: Settings,
     alert: Alert,
     incident: dict[str, Any],
-    machines: pd.DataFrame,
+    machines: list[dict[str, Any]],
     routes: list[dict[str, Any]],
     target: Target,
     *,
@@ -342,25 +367,11 @@ def render_gang_active(
     receiver = target.receiver
     scope = None
     if receiver.role == "bank":
-        machines = machines[machines["operator"] == receiver.operator]
+        machines = [m for m in machines if m["operator"] == receiver.operator]
         scope = f"{receiver.operator} machines only"
     show_money = receiver.role != "police"
-    listed = [
-        {
-            "operator": r["operator"],
-            "atm_id": r["atm_id"],
-            "place": ", ".join(p for p in (r["address"], r["city"]) if isinstance(p, str) and p),
-            "distance_km": round(float(r["distance_m"]) / 1000, 1),
-            "shutdown": bool(r["shutdown"]),
-            "band": None if pd.isna(r["band"]) else r["band"],
-            "action": None if pd.isna(r["action"]) else r["action"],
-            "expected_loss_eur": None
-            if pd.isna(r["expected_loss_eur"])
-            else float(r["expected_loss_eur"]),
-        }
-        for r in machines.head(MAX_MACHINES).to_dict("records")
-    ]
-    n_shutdown = int(machines["shutdown"].sum()) if len(machines) else 0
+    listed = machines[:MAX_MACHINES]
+    n_shutdown = sum(1 for m in machines if m["shutdown"])
     spree = alert.payload.get("incidents", [incident])
     headline = (
         f"{'[SIMULATED] ' if incident['simulated'] else ''}Gang active: "
@@ -402,7 +413,12 @@ def render_gang_active(
         "incidents": spree,
         "escape_routes": routes,
         "machines": [
-            {k: v for k, v in m.items() if show_money or k != "expected_loss_eur"} for m in listed
+            {
+                k: v
+                for k, v in m.items()
+                if k not in {"atm_pk", "distance_m"} and (show_money or k != "expected_loss_eur")
+            }
+            for m in listed
         ],
         "acknowledge_url": ack_url,
     }

@@ -91,7 +91,7 @@ def report_incident(
         raise ReportError(format_validation_error(exc)) from exc
     if record.occurred_from is not None and record.occurred_from > now + timedelta(minutes=5):
         raise ReportError("occurred_at: the attack cannot lie in the future")
-    with transaction(sessions) as session:
+    with transaction(sessions, short=True) as session:
         _, rejections = upsert_incidents(
             session, records=[("report", record)], feed=REPORT_FEED, now=now
         )
@@ -228,7 +228,7 @@ def schedule_repeats(sessions: sessionmaker[Session], settings: Settings, now: d
     routing = routing_of(settings)
     if routing is None:
         return 0
-    with transaction(sessions) as session:
+    with transaction(sessions, short=True) as session:
         alerts = session.scalars(
             select(Alert).where(
                 Alert.kind == AlertKind.GANG_ACTIVE,
@@ -243,9 +243,6 @@ def schedule_repeats(sessions: sessionmaker[Session], settings: Settings, now: d
             incident = alert.payload["incidents"][-1]
             machines = machines_near(
                 session, settings, incident["lon"], incident["lat"], cfg.gang_radius_km * 1000
-            )
-            machines["shutdown"] = (
-                machines["distance_m"] <= settings.decisions.shutdown_radius_km * 1000
             )
             px, py = project([incident["lon"]], [incident["lat"]], settings.metric_crs)
             routes = escape_routes(session, settings, float(px[0]), float(py[0]))
