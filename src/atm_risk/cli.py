@@ -22,7 +22,7 @@ from atm_risk.ingest.errors import IngestError
 from atm_risk.ingest.report import IngestReport
 from atm_risk.ingest.run import ingest_atms, ingest_incidents
 from atm_risk.output import print_table, write_csv, write_json
-from atm_risk.risk.service import latest_run, ranking, run_scoring
+from atm_risk.risk.service import latest_run, ranking
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 db_app = typer.Typer(no_args_is_help=True, help="Schema migrations.")
@@ -198,13 +198,19 @@ def score(
         str | None, typer.Option(help="Score as of this time (ISO 8601, UTC if no offset).")
     ] = None,
 ) -> None:
-    """Score every active machine and publish the run when complete."""
+    """Score every active machine and publish the run when complete; risk_change alerts
+    (machines entering the top band or changing action) commit with it and are sent."""
+    from atm_risk.alerts.service import score_and_alert
+
     c = context_of(ctx)
-    run = run_scoring(sessions_of(c), settings=c.settings, clock=c.clock, as_of=_parse_time(as_of))
+    run, sent = score_and_alert(
+        sessions_of(c), c.settings, c.clock, as_of=_parse_time(as_of), send=True
+    )
     out.print(
         f"run {run.id}: scored {run.n_scored} machines as of {run.as_of.isoformat()} "
         f"with {run.scorer}"
-        + (f" ({run.params['why_not_the_model']})" if run.params.get("why_not_the_model") else ""),
+        + (f" ({run.params['why_not_the_model']})" if run.params.get("why_not_the_model") else "")
+        + (f"; alerts: {sent}" if sent and sent.claimed else ""),
         markup=False,
     )
 

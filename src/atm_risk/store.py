@@ -12,14 +12,14 @@ metadata = Base.metadata
 
 __all__ = [
     "Alert",
-    "Delivery",
-    "Silence",
     "AreaFeature",
     "AreaLayer",
     "Atm",
+    "Delivery",
     "Incident",
     "Operator",
     "RiskRun",
     "RiskScore",
+    "Silence",
     "metadata",
 ]

@@ -68,7 +68,8 @@ def test_hardening_plan_keeps_the_budget_and_filters_by_operator(cli) -> None:  
     cli("score", "--as-of", "2025-10-01")
     plan = last_json(cli("plan", "hardening", "--budget", "10000", "--format", "json").stdout)
     assert plan["spent_eur"] <= 10_000
-    assert plan["solver"].startswith("milp") and plan["optimal"] is True
+    assert plan["solver"].startswith("milp")
+    assert plan["optimal"] is True
     assert plan["machines_considered"] == 6
     assert sum(i["cost_eur"] for i in plan["items"]) == pytest.approx(plan["spent_eur"])
     assert plan["loss_averted_year_eur"] == pytest.approx(
@@ -131,7 +132,8 @@ def test_patrol_plan_covers_the_region_and_lists_escape_routes(cli) -> None:  # 
     assert geo["type"] == "FeatureCollection"
     assert geo["features"][0]["geometry"]["type"] == "Point"
     lon, lat = geo["features"][0]["geometry"]["coordinates"]
-    assert 3 < lon < 8 and 50 < lat < 54
+    assert 3 < lon < 8
+    assert 50 < lat < 54
     bad = cli("plan", "patrol", "--units", "1", "--minutes", "10", "--region", "Atlantis", ok=False)
     assert bad.exit_code == 2
     assert "no region named 'Atlantis'" in bad.output

@@ -48,7 +48,9 @@ def machines(n: int, **columns: object) -> pd.DataFrame:
     rate=st.floats(1e-4, 0.05),
 )
 @settings(max_examples=60, deadline=None)
-def test_base_rate_probability_shares_out_the_country_rate(scores: list[float], rate: float) -> None:
+def test_base_rate_probability_shares_out_the_country_rate(
+    scores: list[float], rate: float
+) -> None:
     s = np.asarray(scores)
     p = base_rate_probability(
         s, pd.Series(["DE"] * len(s)), horizon_days=28, rates={"DE": rate, "*": 0.5}
@@ -140,9 +142,7 @@ def test_a_recent_attack_nearby_shuts_machines_down_and_is_named() -> None:
     )
     old = RecentAttack(**{**attack.__dict__, "occurred_at": AS_OF - timedelta(days=9), "x": 50e3})
     probability = pd.Series(1e-4, index=frame.index)
-    out = recommend(
-        frame, probability, [attack, old], as_of=AS_OF, horizon_days=28, settings=cfg
-    )
+    out = recommend(frame, probability, [attack, old], as_of=AS_OF, horizon_days=28, settings=cfg)
     assert out.loc[1, "action"] == Action.TEMPORARY_SHUTDOWN
     reason = out.loc[1, "action_reasons"][0]
     assert reason["incident"] == "police/PR-7"
@@ -170,7 +170,11 @@ def test_an_uncertain_location_widens_the_shutdown_reach() -> None:
         sigma_m=3_000.0,
     )
     out = recommend(
-        frame, pd.Series(1e-4, index=frame.index), [attack], as_of=AS_OF, horizon_days=28,
+        frame,
+        pd.Series(1e-4, index=frame.index),
+        [attack],
+        as_of=AS_OF,
+        horizon_days=28,
         settings=cfg,
     )
     # 12 km away, within 10 km + 2 x 3 km

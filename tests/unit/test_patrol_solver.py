@@ -156,8 +156,11 @@ def test_coverage_matrix_boundary_and_edge_cases() -> None:
     assert coverage_matrix(demand, np.empty((0, 2)), 5.0).shape == (3, 0)
     with pytest.raises(ValueError, match="radius"):
         coverage_matrix(demand, site, -1.0)
+    assert coverage_matrix([], site, 5.0).shape == (0, 1)
     with pytest.raises(ValueError, match="shape"):
         coverage_matrix(np.zeros((3, 3)), site, 1.0)
+    with pytest.raises(ValueError, match="shape"):
+        coverage_matrix(np.zeros((3, 0)), site, 1.0)
 
 
 def test_edge_cases() -> None:

@@ -428,3 +428,161 @@ def render_gang_active(
         html=_env.get_template("gang_active.html.j2").render(**values),
         data=data,
     )
+
+
+# --------------------------------------------------------------------------- risk_change
+
+MAX_CHANGES = 50
+
+
+def risk_changes(session: Session, run: RiskRun, *, top: int) -> list[dict[str, Any]]:
+    """Machines that entered the top ``top`` or whose recommended action changed, against
+    the previous published run."""
+    previous = session.scalar(
+        select(RiskRun.id)
+        .where(RiskRun.status == RunStatus.SUCCEEDED, RiskRun.id != run.id)
+        .order_by(RiskRun.finished_at.desc(), RiskRun.id.desc())
+        .limit(1)
+    )
+    if previous is None:
+        return []  # the first run: nothing to compare with
+    old = {
+        pk: (rank, action)
+        for pk, rank, action in session.execute(
+            select(RiskScore.atm_pk, RiskScore.rank, RiskScore.action).where(
+                RiskScore.run_id == previous
+            )
+        )
+    }
+    rows = session.execute(
+        select(
+            RiskScore.atm_pk,
+            RiskScore.rank,
+            RiskScore.risk_band,
+            RiskScore.action,
+            RiskScore.action_reasons,
+            Atm.atm_id,
+            Atm.lon,
+            Atm.lat,
+            Atm.city,
+            Atm.address,
+            Operator.code,
+        )
+        .join(Atm, Atm.id == RiskScore.atm_pk)
+        .join(Operator, Operator.id == Atm.operator_id)
+        .where(RiskScore.run_id == run.id)
+        .order_by(RiskScore.rank)
+    ).all()
+    out = []
+    for pk, rank, band, action, reasons, atm_id, lon, lat, city, address, code in rows:
+        old_rank, old_action = old.get(pk, (None, None))
+        entered = rank <= top and (old_rank is None or old_rank > top)
+        if not entered and action == old_action:
+            continue
+        out.append(
+            {
+                "atm_pk": pk,
+                "operator": code,
+                "atm_id": atm_id,
+                "lon": lon,
+                "lat": lat,
+                "place": ", ".join(p for p in (address, city) if p),
+                "old_rank": old_rank,
+                "new_rank": rank,
+                "new_band": band,
+                "old_action": old_action,
+                "new_action": action,
+                "entered_top": entered,
+                "reason": (reasons or [{}])[0].get("text", ""),
+            }
+        )
+    return out
+
+
+def risk_change(
+    session: Session, settings: Settings, run: RiskRun, *, now: datetime
+) -> list[Delivery]:
+    """After a scoring run, in its transaction: one risk_change alert for the run, each
+    recipient told only about the machines in its scope (its own / its regions / all)."""
+    changes = risk_changes(session, run, top=settings.alerts.top_band_rank)
+    if not changes:
+        return []
+    severity = (
+        Severity.CRITICAL
+        if any(c["new_action"] == "temporary_shutdown" for c in changes)
+        else Severity.WARNING
+    )
+    alert = Alert(
+        kind=AlertKind.RISK_CHANGE,
+        severity=severity,
+        status=AlertStatus.RESOLVED,
+        dedup_key=f"risk_change:run:{run.id}",
+        region=None,
+        title=f"{len(changes)} machine(s) changed risk or action in run {run.id}",
+        version=1,
+        payload={"run_id": run.id, "changes": changes[:500]},
+        operator_codes=sorted({c["operator"] for c in changes}),
+        run_id=run.id,
+        created_at=now,
+        updated_at=now,
+        last_event_at=now,
+        repeats_sent=0,
+    )
+    session.add(alert)
+    session.flush()
+    routing = routing_of(settings)
+    if routing is None:
+        return []
+    found = targets(
+        routing,
+        kind=AlertKind.RISK_CHANGE,
+        severity=severity,
+        region=None,
+        operators=set(alert.operator_codes),
+        per_recipient_scope=True,
+    )
+    rendered = []
+    for target in found:
+        receiver = target.receiver
+        if receiver.role == "bank":
+            mine = [c for c in changes if c["operator"] == receiver.operator]
+            scope = f"{receiver.operator} machines only"
+        elif receiver.role == "police":
+            mine = [
+                c
+                for c in changes
+                if receiver.sees_region(region_of(session, settings, c["lon"], c["lat"]))
+            ]
+            scope = f"regions {', '.join(receiver.regions)}"
+        else:
+            mine, scope = changes, None
+        if not mine:
+            continue
+        values = {
+            "headline": f"Risk changed for {len(mine)} machine(s)"
+            + (f" ({sum(c['new_action'] == 'temporary_shutdown' for c in mine)} to shut down)"),
+            "run_id": run.id,
+            "as_of": run.as_of.isoformat(timespec="minutes"),
+            "changes": mine[:MAX_CHANGES],
+            "more": max(len(mine) - MAX_CHANGES, 0),
+            "scope": scope,
+            "alert_id": alert.id,
+        }
+        rendered.append(
+            (
+                target,
+                Rendered(
+                    subject=f"[atm-risk] {values['headline']}",
+                    text=_env.get_template("risk_change.txt.j2").render(**values),
+                    html=_env.get_template("risk_change.html.j2").render(**values),
+                    data={
+                        "run_id": run.id,
+                        "changes": [
+                            {k: v for k, v in c.items() if k not in {"atm_pk", "lon", "lat"}}
+                            for c in mine[:MAX_CHANGES]
+                        ],
+                    },
+                ),
+            )
+        )
+    return enqueue(session, alert, rendered, reason="new", seq=0, settings=settings.alerts, now=now)

@@ -31,6 +31,7 @@ from atm_risk.alerts.rules import (
     machines_near,
     region_of,
     render_gang_active,
+    risk_change,
     routing_of,
 )
 from atm_risk.areas.service import load_layer
@@ -42,7 +43,8 @@ from atm_risk.incidents.models import Incident
 from atm_risk.incidents.schemas import IncidentRecord
 from atm_risk.incidents.service import upsert_incidents
 from atm_risk.ingest.validation import format_validation_error
-from atm_risk.risk.service import RankedAtm, latest_run, ranking
+from atm_risk.risk.models import RiskRun
+from atm_risk.risk.service import RankedAtm, latest_run, ranking, run_scoring
 
 REPORT_FEED = "reports"
 
@@ -129,6 +131,23 @@ def _alert_of(session: Session, incident: Incident) -> int | None:
         select(Alert).where(Alert.kind == AlertKind.GANG_ACTIVE, Alert.incident_pk == incident.id)
     )
     return alert.id if alert else None
+
+
+def score_and_alert(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    clock: Clock,
+    *,
+    as_of: datetime | None = None,
+    send: bool = True,
+) -> tuple[RiskRun, DispatchReport | None]:
+    """A scoring run whose risk_change alerts commit with it; then the due deliveries go."""
+
+    def on_publish(session: Session, run: RiskRun) -> None:
+        risk_change(session, settings, run, now=clock.now())
+
+    run = run_scoring(sessions, settings=settings, clock=clock, as_of=as_of, on_publish=on_publish)
+    return run, (drain(sessions, settings, clock) if send else None)
 
 
 def delivery_failed(settings: Settings) -> Any:

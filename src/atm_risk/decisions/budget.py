@@ -12,8 +12,8 @@ With a binary ``x_k`` per option (1 = carry it out), the plan solves::
                 x_k in {0, 1}
 
 which is the *multiple-choice knapsack problem* (MCKP; Sinha & Zoltners 1979). It is NP-hard
-but small and well behaved in practice: its LP relaxation has at most two fractional
-variables, so branch and bound closes quickly.
+but well behaved in practice: its LP relaxation has at most two fractional variables, so the
+LP bound is tight and few machines are really in question.
 
 Reduction (exact, applied before either solver)
     * options with ``value <= 0`` or ``cost > budget`` are dropped (never chosen);
@@ -32,8 +32,10 @@ Exact solver
     LP multiplier of the budget row and the greedy plan's value as a lower bound to drop
     options that cannot be part of any plan at least as good as the greedy one, and to fix
     machines whose choice is then forced (see ``_core``). Every optimal plan survives, and
-    the MILP is left with the few machines near the LP split, which keeps 100,000 options
-    within seconds.
+    the MILP is left with the machines near the LP split: typically tens to a few thousand
+    options out of 100,000. If more than 5,000 options are left, the greedy plan is returned
+    instead, because HiGHS does not check its time limit while solving the root LP and
+    overran it by several times on such cores.
 
 Greedy (fallback above ``exact_max_options`` options, and a safety net)
     The classical LP-greedy for the MCKP (Sinha & Zoltners; Dyer & Zemel): per machine, keep
@@ -65,7 +67,8 @@ Determinism
     The greedy breaks ties by option index; HiGHS is deterministic for a given model. Only a
     MILP stopped by its time limit can depend on the machine's speed.
 
-``method`` is one of ``"trivial"`` (nothing can be chosen), ``"greedy"``, ``"milp"`` and
+``method`` is one of ``"trivial"`` (nothing can be chosen), ``"greedy"`` (no MILP: proven
+optimal, too many options or too large a core), ``"milp"`` and
 ``"milp+greedy"`` (the MILP ran but the greedy plan was better, e.g. after a time-out),
 possibly followed by ``"+repair"``.
 """
@@ -91,6 +94,9 @@ BoolArray = npt.NDArray[np.bool_]
 
 _MAX_VECTOR_HULL_PASSES: Final = 32
 _MAX_CUT_ROUNDS: Final = 50
+# HiGHS does not check its time limit while solving the root LP; on MCKP cores of 14,000 to
+# 42,000 options that alone took 10 to 40 s (scipy 1.17, HiGHS 1.12), on 3,500 it kept to it.
+_MAX_CORE_OPTIONS: Final = 5_000
 
 
 @dataclass(frozen=True, eq=False)
@@ -171,7 +177,11 @@ def solve_budget(
         method = "greedy+repair" if greedy_repaired else "greedy"
         return _solution(greedy_plan, costs, values, method, False, lp_bound)
 
-    milp_pos, milp_optimal, milp_bound = _milp(red, budget, time_limit_s, greedy_value, multiplier)
+    fixed, keep, must = _core(red, budget, greedy_value, multiplier)
+    if int(keep.sum()) > _MAX_CORE_OPTIONS:
+        method = "greedy+repair" if greedy_repaired else "greedy"
+        return _solution(greedy_plan, costs, values, method, False, lp_bound)
+    milp_pos, milp_optimal, milp_bound = _milp(red, budget, time_limit_s, fixed, keep, must)
     bound = lp_bound if milp_bound is None else min(lp_bound, milp_bound)
     if milp_pos is not None:
         milp_plan, milp_repaired = _finish(red.option[milp_pos], items, costs, values, budget)
@@ -181,7 +191,7 @@ def solve_budget(
             optimal = milp_optimal and not milp_repaired
             return _solution(milp_plan, costs, values, method, optimal, bound)
         # Only reachable after a time-out or within HiGHS's gap tolerance.
-        optimal = milp_optimal and not greedy_repaired
+        optimal = milp_optimal
     else:
         optimal = False
     method = "milp+greedy+repair" if greedy_repaired else "milp+greedy"
@@ -403,20 +413,25 @@ def _finish(
     candidates = np.flatnonzero((values > 0) & (costs <= spare))
     with np.errstate(divide="ignore"):
         efficiency = np.where(costs[candidates] > 0, values[candidates] / costs[candidates], np.inf)
+    # Once an option does not fit, dearer ones will not either (the plan only grows).
+    failed_at = math.inf
+    current = np.asarray(plan, dtype=np.intp)
     for k in candidates[np.lexsort((candidates, -efficiency))].tolist():
-        if item_ids[k] in taken_items or costs[k] > spare:
+        if item_ids[k] in taken_items or costs[k] > spare or costs[k] >= failed_at:
             continue
-        trial = np.sort(np.asarray([*plan, k], dtype=np.intp))
+        trial = np.sort(np.append(current, k))
         if _fits(costs[trial], budget):
-            plan.append(k)
+            current = trial
             taken_items.add(item_ids[k])
             spare = budget - math.fsum(costs[trial].tolist())
-    return np.sort(np.asarray(plan, dtype=np.intp)), True
+        else:
+            failed_at = float(costs[k])
+    return np.sort(current), True
 
 
 def _core(
     red: _Reduced, budget: float, lower: float, multiplier: float
-) -> tuple[IntArray, BoolArray, BoolArray] | None:
+) -> tuple[IntArray, BoolArray, BoolArray]:
     """Lagrangian variable fixing: the options and "nothing" choices that can be part of a
     plan worth at least ``lower``.
 
@@ -431,7 +446,7 @@ def _core(
 
     Returns ``(fixed, keep, must)``: positions that are certainly chosen (a machine that must
     get an option and has one left), the options left free for the MILP, and per machine
-    whether it must get one of them; ``None`` if rounding made the reduction inconsistent.
+    whether it must get one of them (no reduction at all if rounding made it inconsistent).
     """
     starts = np.flatnonzero(np.concatenate(([True], red.group[1:] != red.group[:-1])))
     profit = red.value - multiplier * red.cost
@@ -442,7 +457,8 @@ def _core(
     must = mu > slack
     n_keep = np.bincount(red.group, weights=keep, minlength=red.n_groups)
     if np.any(must & (n_keep == 0)):
-        return None
+        nothing_fixed = np.empty(0, dtype=np.intp)
+        return nothing_fixed, np.ones(len(red.cost), dtype=bool), np.zeros(red.n_groups, bool)
     fixed_group = must & (n_keep == 1)
     fixed = np.flatnonzero(keep & fixed_group[red.group]).astype(np.intp)
     keep &= ~fixed_group[red.group]
@@ -451,20 +467,18 @@ def _core(
 
 
 def _milp(
-    red: _Reduced, budget: float, time_limit_s: float, lower: float, multiplier: float
+    red: _Reduced,
+    budget: float,
+    time_limit_s: float,
+    fixed: IntArray,
+    keep: BoolArray,
+    must: BoolArray,
 ) -> tuple[IntArray | None, bool, float | None]:
     """Solve the reduced MCKP with HiGHS on the core left by :func:`_core`.
 
     Returns the chosen positions (or ``None`` without a usable solution), whether they are
     proven optimal and an upper bound on the optimum.
     """
-    core = _core(red, budget, lower, multiplier)
-    if core is None:
-        fixed = np.empty(0, dtype=np.intp)
-        keep = np.ones(len(red.cost), dtype=bool)
-        must = np.zeros(red.n_groups, dtype=bool)
-    else:
-        fixed, keep, must = core
     fixed_value = math.fsum(red.value[fixed].tolist())
     remaining = budget - math.fsum(red.cost[fixed].tolist())
     free = np.flatnonzero(keep).astype(np.intp)

@@ -94,7 +94,7 @@ def solve_hardening(
     decisions: DecisionSettings,
     budget_eur: float,
     *,
-    time_limit_s: float = 8.0,
+    time_limit_s: float = 5.0,
 ) -> tuple[float, pd.DataFrame, KnapsackSolution]:
     """Total expected loss a year, the offers, and the chosen offers within the budget."""
     rate_year = machines["attacks_per_day"] * 365.0
@@ -164,7 +164,7 @@ def hardening_plan(
     *,
     budget_eur: float,
     operator: str | None = None,
-    time_limit_s: float = 8.0,
+    time_limit_s: float = 5.0,
 ) -> HardeningPlan:
     """Machines and measures that avert the most expected loss a year within the budget.
 
@@ -384,7 +384,7 @@ def patrol_plan(
     minutes: float,
     region: str | None = None,
     night: date | None = None,
-    time_limit_s: float = 8.0,
+    time_limit_s: float = 5.0,
 ) -> PatrolPlan:
     """K waiting positions that cover the most of tonight's expected loss within T minutes.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -157,8 +158,12 @@ def run_scoring(
     clock: Clock,
     as_of: datetime | None = None,
     scorer: Scorer | None = None,
+    on_publish: Callable[[Session, RiskRun], object] | None = None,
 ) -> RiskRun:
     """Score every active machine and publish the run only when all scores are written.
+
+    ``on_publish`` runs inside the publishing transaction (the risk_change alerts and their
+    outbox rows commit with the run, or not at all).
 
     The run row is committed as ``running`` first, so that a crash leaves a trace; scores
     and the ``succeeded`` status are committed together, so that readers (who only see
@@ -205,6 +210,9 @@ def run_scoring(
             db_run.n_scored = len(scores)
             db_run.finished_at = clock.now()
             db_run.params = {**db_run.params, "probability_method": probability_method}
+            if on_publish is not None:
+                session.flush()
+                on_publish(session, db_run)
         run.status, run.n_scored = RunStatus.SUCCEEDED, len(scores)
         return run
     except BaseException as exc:

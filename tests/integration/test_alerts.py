@@ -13,9 +13,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from atm_risk.alerts.models import Alert, Delivery, DeliveryStatus, Silence
 from atm_risk.alerts.service import ReportError, drain, report_incident, schedule_repeats
+from atm_risk.areas.service import ingest_area
 from atm_risk.clock import FrozenClock
 from atm_risk.config import Settings
-from atm_risk.areas.service import ingest_area
 from atm_risk.ingest.run import ingest_atms
 from tests.conftest import DATA
 from tests.smtp_server import SmtpTestServer
@@ -141,7 +141,8 @@ def test_a_reported_attack_reaches_police_of_the_region_and_the_banks_concerned(
     assert "EUR" not in police  # police never see money figures
     bank_b = got["security@bankb.example"].message.get_body(("plain",)).get_content()
     assert "U2" in bank_b
-    assert "U1" not in bank_b and "A1" not in bank_b  # a bank sees only its own machines
+    assert "U1" not in bank_b
+    assert "A1" not in bank_b
     assert "TEMPORARY SHUTDOWN recommended" in bank_b
     html = got["security@banka.example"].message.get_body(("html",)).get_content()
     assert "<table" in html
@@ -213,7 +214,8 @@ def test_a_silence_suppresses_bank_mail_but_never_gang_active_to_police(
             )
         )
     result = report_incident(sessions, settings, clock, dict(ATTACK))
-    assert result.dispatch is not None and result.dispatch.sent == 1
+    assert result.dispatch is not None
+    assert result.dispatch.sent == 1
     assert [m.rcpt_tos[0] for m in smtp.messages] == ["rtic@police-utrecht.example"]
     with sessions() as s:
         statuses = sorted(str(d.status) for d in s.scalars(select(Delivery)))
@@ -325,5 +327,142 @@ def test_the_daily_digest_is_scoped_per_recipient_with_map_and_csv_once_a_day(
     html = got["ops@atm-risk.example"].get_body(("html",))
     assert 'src="cid:riskmap"' in html.get_content()
     pngs = [p for p in got["ops@atm-risk.example"].walk() if p.get_content_type() == "image/png"]
-    assert len(pngs) == 1 and pngs[0]["Content-ID"] == "<riskmap>"
+    assert len(pngs) == 1
+    assert pngs[0]["Content-ID"] == "<riskmap>"
     assert pngs[0].get_content()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_scoring_run_after_an_attack_sends_risk_change_in_its_transaction(
+    sessions: sessionmaker[Session],
+    setup: tuple[Settings, FrozenClock],
+    smtp: SmtpTestServer,
+    write,
+) -> None:
+    from atm_risk.alerts.service import score_and_alert
+
+    settings, clock = setup
+    route = (
+        '[[routes]]\nkinds = ["risk_change"]\n'
+        'receivers = ["bank-a", "bank-b", "police-utrecht", "police-groningen", "ops"]\n'
+    )
+    routing = write("routing3.toml", ROUTING + route)
+    settings = settings.model_copy(
+        update={"alerts": settings.alerts.model_copy(update={"routing_file": routing})}
+    )
+    _first, sent = score_and_alert(sessions, settings, clock)
+    assert sent is not None
+    assert sent.claimed == 0
+    report_incident(sessions, settings, clock, dict(ATTACK), send=False)
+    clock.advance(timedelta(minutes=30))
+    second, sent = score_and_alert(sessions, settings, clock)
+    with sessions() as s:
+        alerts = s.scalars(select(Alert).where(Alert.kind == "risk_change")).all()
+        assert [a.run_id for a in alerts] == [second.id]
+        changes = {c["atm_id"]: c for c in alerts[0].payload["changes"]}
+    assert changes["U1"]["new_action"] == "temporary_shutdown"
+    assert changes["U2"]["new_action"] == "temporary_shutdown"
+    assert "G1" not in changes  # far away: unchanged
+    got = {
+        m.rcpt_tos[0]: m.message.get_body(("plain",)).get_content()
+        for m in smtp.messages
+        if "Risk changed" in (m.subject or "")
+    }
+    assert set(got) == {
+        "security@banka.example",
+        "security@bankb.example",
+        "rtic@police-utrecht.example",
+        "ops@atm-risk.example",
+    }
+    assert "U2" in got["security@bankb.example"]
+    assert "U1" not in got["security@bankb.example"]  # bank B never sees bank A's machine
+    assert "temporary_shutdown" in got["rtic@police-utrecht.example"]
+
+
+def test_smtp_down_during_a_burst_then_up_delivers_everything_once(
+    sessions: sessionmaker[Session], setup: tuple[Settings, FrozenClock], smtp: SmtpTestServer
+) -> None:
+    settings, clock = setup
+    smtp.stop()
+    spots = [(52.0915, 5.1180), (53.2194, 6.5665), (52.1561, 5.3878), (53.21, 6.55)]
+    for k, (lat, lon) in enumerate(spots * 3):
+        report_incident(
+            sessions,
+            settings,
+            clock,
+            {
+                **ATTACK,
+                "incident_id": f"B{k}",
+                "lat": lat,
+                "lon": lon,
+                "occurred_at": (clock.now() - timedelta(minutes=5)).isoformat(),
+            },
+        )
+        clock.advance(timedelta(seconds=20))
+    with sessions() as s:
+        queued = s.scalars(select(Delivery)).all()
+        assert queued
+        assert {str(d.status) for d in queued} == {"pending"}
+        n = len(queued)
+    smtp.start()
+    for _ in range(3):  # the scheduler's drain ticks
+        clock.advance(timedelta(seconds=30))
+        drain(sessions, settings, clock)
+    with sessions() as s:
+        rows = s.scalars(select(Delivery)).all()
+        assert len(rows) == n
+        assert {str(d.status) for d in rows} == {"sent"}
+        assert all(d.attempts >= 2 and d.history[0]["outcome"] == "transient" for d in rows)
+    ids = [m.message_id for m in smtp.messages]
+    assert len(ids) == n
+    assert len(set(ids)) == n  # none twice
+
+
+def test_webhook_deliveries_are_signed_and_retried_through_the_outbox(
+    sessions: sessionmaker[Session],
+    setup: tuple[Settings, FrozenClock],
+    write,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import json as jsonlib
+
+    from atm_risk.alerts.channels import verify
+    from tests.http_receiver import HttpReceiver
+
+    settings, clock = setup
+    monkeypatch.setenv("OPS_HOOK_SECRET", "s3cret")
+    with HttpReceiver(replies=(503,)) as hook:
+        routing = write(
+            "hooks.toml",
+            f"""
+version = 1
+[[receivers]]
+name = "ops-hook"
+role = "operator"
+webhooks = [{{ url = "{hook.url("/atm")}", secret_env = "OPS_HOOK_SECRET" }}]
+[[routes]]
+kinds = ["gang_active"]
+receivers = ["ops-hook"]
+""",
+        )
+        settings = settings.model_copy(
+            update={"alerts": settings.alerts.model_copy(update={"routing_file": routing})}
+        )
+        result = report_incident(sessions, settings, clock, dict(ATTACK))
+        assert result.dispatch is not None
+        assert result.dispatch.retried == 1
+        clock.advance(timedelta(seconds=5))
+        assert drain(sessions, settings, clock).sent == 1
+        assert len(hook.requests) == 2
+        first, second = hook.requests
+        assert first.body == second.body  # the same payload and key on the retry
+        assert first.header("Idempotency-Key") == second.header("Idempotency-Key")
+        assert verify(
+            b"s3cret",
+            second.header("X-ATM-Risk-Signature") or "",
+            second.body,
+            now=int(clock.now().timestamp()),
+        )
+        doc = jsonlib.loads(second.body)
+        assert doc["version"] == "1"
+        assert doc["kind"] == "gang_active"
+        assert doc["data"]["incident"]["place"] == "Utrecht"
