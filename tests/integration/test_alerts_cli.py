@@ -83,5 +83,6 @@ def test_report_list_show_ack_and_silences(database_url: str, write) -> None:  #
         )
         added = run("silences", "add", "--creator", "ops", "--comment", "upgrade", "--until", "2h")
         assert "never silenced" in added
+        silence_id = added.split()[1]
         assert "upgrade" in run("silences", "list")
-        assert "expired" in run("silences", "expire", "1", "--by", "ops")
+        assert "expired" in run("silences", "expire", silence_id, "--by", "ops")

@@ -131,8 +131,13 @@ def enqueue(
     seq: int,
     settings: AlertSettings,
     now: datetime,
+    claim_token: str | None = None,
 ) -> list[Delivery]:
-    """Add one delivery per (target, rendered content) in the caller's transaction."""
+    """Add one delivery per (target, rendered content) in the caller's transaction.
+
+    ``claim_token``: the caller sends these rows itself right after its commit (the
+    immediate path), so they are written already claimed with a lease; if the caller dies
+    before recording the outcome, the lease expires and any dispatcher takes them over."""
     rows = []
     silences = active_silences(session, now) if deliveries else []
     for target, content in deliveries:
@@ -152,7 +157,13 @@ def enqueue(
                 **content.stored(),
                 "secret_env": target.webhook.secret_env if target.webhook else None,
             },
-            status=DeliveryStatus.SUPPRESSED if silence else DeliveryStatus.PENDING,
+            status=DeliveryStatus.SUPPRESSED
+            if silence
+            else (DeliveryStatus.SENDING if claim_token else DeliveryStatus.PENDING),
+            claim_token=None if silence else claim_token,
+            claimed_until=None
+            if silence or not claim_token
+            else now + timedelta(seconds=settings.claim_lease_s),
             attempts=0,
             next_attempt_at=now,
             history=[],
@@ -252,6 +263,26 @@ def claim(
             )
             for d, kind, created in rows
         ]
+
+
+def claimed(rows: Sequence[Delivery], alert: Alert) -> list[Claimed]:
+    """The rows ``enqueue`` wrote already claimed, ready for ``deliver``."""
+    return [
+        Claimed(
+            id=d.id,
+            channel=d.channel,
+            address=d.address,
+            message_id=d.message_id,
+            idempotency_key=d.idempotency_key,
+            content=d.content,
+            alert_kind=str(alert.kind),
+            alert_created_at=alert.created_at,
+            attempts=d.attempts,
+            token=d.claim_token or "",
+        )
+        for d in rows
+        if d.status == DeliveryStatus.SENDING and d.claim_token
+    ]
 
 
 def _attachments(content: dict[str, Any]) -> list[tuple[str, bytes, str]]:
@@ -397,10 +428,21 @@ def dispatch(
     limit: int = 200,
     on_failed: Any = None,
 ) -> DispatchReport:
-    """Send what is due (or just ``ids``), in parallel, and record every outcome."""
-    report = DispatchReport()
+    """Claim what is due (or just ``ids``), send it in parallel, record every outcome."""
     items = claim(sessions, now=clock.now(), lease_s=settings.claim_lease_s, ids=ids, limit=limit)
-    report.claimed = len(items)
+    return deliver(sessions, items, settings=settings, clock=clock, on_failed=on_failed)
+
+
+def deliver(
+    sessions: sessionmaker[Session],
+    items: Sequence[Claimed],
+    *,
+    settings: AlertSettings,
+    clock: Clock,
+    on_failed: Any = None,
+) -> DispatchReport:
+    """Send claimed deliveries (in parallel) and record the outcomes in one transaction."""
+    report = DispatchReport(claimed=len(items))
     if not items:
         return report
 

@@ -9,7 +9,7 @@ opening new ones; each update is sent as a new version.
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,7 +17,7 @@ import numpy as np
 import shapely
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from scipy.spatial import cKDTree
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -48,9 +48,22 @@ _env = Environment(
 )
 
 
+_ROUTING: dict[tuple[str, int, int], Routing] = {}
+
+
 def routing_of(settings: Settings) -> Routing | None:
+    """The routing file, parsed once per version of the file (path, mtime, size)."""
     path = settings.alerts.routing_file
-    return None if path is None else load_routing(path)
+    if path is None:
+        return None
+    try:
+        stat = path.stat()
+    except OSError:
+        return load_routing(path)  # raises the clear "not found" error
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    if key not in _ROUTING:
+        _ROUTING[key] = load_routing(path)
+    return _ROUTING[key]
 
 
 # --------------------------------------------------------------------------- area lookups
@@ -64,7 +77,7 @@ def _layer_stamps(session: Session) -> dict[str, str]:
 
 # Area layers change only when re-ingested (a new id/loaded_at): cache them per process so
 # that an incident report does not re-read 9,000 motorway points.
-_CACHE: dict[tuple[str, ...], Any] = {}
+_CACHE: dict[tuple[object, ...], Any] = {}
 
 
 def _regions(session: Session, url: str, name: str, stamp: str) -> tuple[list[str], Any]:
@@ -141,47 +154,48 @@ def escape_routes(
 # --------------------------------------------------------------------------- machines
 
 
-def machines_near(
-    session: Session, settings: Settings, lon: float, lat: float, radius_m: float
-) -> list[dict[str, Any]]:
-    """Active machines within ``radius_m``, nearest first, with the latest published risk;
-    ``shutdown`` marks those within the shutdown radius. Plain rows: this runs on the
-    immediate path of every incident report."""
-    dlat = radius_m / 111_000 + 0.01
-    dlon = radius_m / (111_000 * max(math.cos(math.radians(lat)), 0.1)) + 0.01
-    rows = session.execute(
-        select(Atm.id, Atm.atm_id, Operator.code, Atm.lon, Atm.lat, Atm.city, Atm.address)
-        .join(Operator, Atm.operator_id == Operator.id)
-        .where(
-            Atm.status == AtmStatus.ACTIVE,
-            Atm.lat.between(lat - dlat, lat + dlat),
-            Atm.lon.between(lon - dlon, lon + dlon),
+@dataclass(frozen=True)
+class _MachineIndex:
+    rows: list[tuple[Any, ...]]  # (atm_pk, atm_id, operator code, place)
+    tree: Any  # cKDTree over metric x/y, or None
+
+
+def _machine_index(session: Session, settings: Settings) -> _MachineIndex:
+    """Active machines with a KD-tree, cached per process until a machine changes."""
+    count, changed = session.execute(
+        select(func.count(Atm.id), func.max(Atm.updated_at)).where(Atm.status == AtmStatus.ACTIVE)
+    ).one()
+    key = ("machines", settings.database_url, settings.metric_crs, count, str(changed))
+    if key not in _CACHE:
+        rows = session.execute(
+            select(Atm.id, Atm.atm_id, Operator.code, Atm.lon, Atm.lat, Atm.city, Atm.address)
+            .join(Operator, Atm.operator_id == Operator.id)
+            .where(Atm.status == AtmStatus.ACTIVE)
+            .order_by(Atm.id)
+        ).all()
+        tree = None
+        if rows:
+            x, y = project([r[3] for r in rows], [r[4] for r in rows], settings.metric_crs)
+            tree = cKDTree(np.column_stack([x, y]))
+        _CACHE[key] = _MachineIndex(
+            [(r[0], r[1], r[2], ", ".join(p for p in (r[6], r[5]) if p)) for r in rows], tree
         )
-    ).all()
-    if not rows:
-        return []
-    x, y = project(
-        np.array([r[3] for r in rows] + [lon], dtype=float),
-        np.array([r[4] for r in rows] + [lat], dtype=float),
-        settings.metric_crs,
-    )
-    dist = np.hypot(x[:-1] - x[-1], y[:-1] - y[-1])
-    keep = sorted(
-        (float(d), r[0], k)
-        for k, (d, r) in enumerate(zip(dist, rows, strict=True))
-        if d <= radius_m
-    )
-    if not keep:
-        return []
+    return _CACHE[key]  # type: ignore[no-any-return]
+
+
+def _run_scores(session: Session, settings: Settings) -> dict[int, tuple[Any, ...]]:
+    """(band, action, expected loss) per machine in the latest published run, cached per run."""
     run_id = session.scalar(
         select(RiskRun.id)
         .where(RiskRun.status == RunStatus.SUCCEEDED)
         .order_by(RiskRun.finished_at.desc(), RiskRun.id.desc())
         .limit(1)
     )
-    scores: dict[int, tuple[Any, ...]] = {}
-    if run_id is not None:
-        scores = {
+    if run_id is None:
+        return {}
+    key = ("scores", settings.database_url, run_id)
+    if key not in _CACHE:
+        _CACHE[key] = {
             pk: (band, action, el)
             for pk, band, action, el in session.execute(
                 select(
@@ -189,20 +203,40 @@ def machines_near(
                     RiskScore.risk_band,
                     RiskScore.action,
                     RiskScore.expected_loss_eur,
-                ).where(RiskScore.run_id == run_id, RiskScore.atm_pk.in_([pk for _, pk, _ in keep]))
+                ).where(RiskScore.run_id == run_id)
             )
         }
+    return _CACHE[key]  # type: ignore[no-any-return]
+
+
+def machines_near(
+    session: Session, settings: Settings, lon: float, lat: float, radius_m: float
+) -> list[dict[str, Any]]:
+    """Active machines within ``radius_m``, nearest first, with the latest published risk;
+    ``shutdown`` marks those within the shutdown radius. Plain rows from cached indexes:
+    this runs on the immediate path of every incident report."""
+    index = _machine_index(session, settings)
+    if index.tree is None:
+        return []
+    px, py = project([lon], [lat], settings.metric_crs)
+    found = index.tree.query_ball_point([float(px[0]), float(py[0])], radius_m)
+    if not found:
+        return []
+    dist = np.hypot(*(index.tree.data[found] - [float(px[0]), float(py[0])]).T)
+    scores = _run_scores(session, settings)
     shutdown_m = settings.decisions.shutdown_radius_km * 1000
     out = []
-    for d, pk, k in keep:
-        r = rows[k]
+    for d, k in sorted(
+        zip(dist.tolist(), found, strict=True), key=lambda t: (t[0], index.rows[t[1]][0])
+    ):
+        pk, atm_id, operator, place = index.rows[k]
         band, action, el = scores.get(pk, (None, None, None))
         out.append(
             {
                 "atm_pk": pk,
-                "atm_id": r[1],
-                "operator": r[2],
-                "place": ", ".join(p for p in (r[6], r[5]) if p),
+                "atm_id": atm_id,
+                "operator": operator,
+                "place": place,
                 "distance_m": d,
                 "distance_km": round(d / 1000, 1),
                 "shutdown": d <= shutdown_m,
@@ -248,20 +282,42 @@ def _bucket(when: datetime, hours: float) -> str:
     return datetime.fromtimestamp(start, tz=when.tzinfo).strftime("%Y%m%dT%H%M")
 
 
-def gang_active(
-    session: Session, settings: Settings, incident: Incident, *, now: datetime
-) -> list[Delivery]:
-    """Open or update the region's gang_active alert for ``incident`` and enqueue its
-    deliveries in the caller's transaction. Returns the deliveries (none when the incident
-    is not a located physical attack)."""
-    if not is_gang_signal(incident):
-        return []
-    lon, lat = float(incident.lon or 0.0), float(incident.lat or 0.0)
-    cfg = settings.alerts
-    region = region_of(session, settings, lon, lat) or incident.region
-    machines = machines_near(session, settings, lon, lat, cfg.gang_radius_km * 1000)
+@dataclass(frozen=True)
+class Surroundings:
+    """What an attack's alert says about its place: read before the write transaction."""
+
+    region: str | None
+    country: str | None
+    machines: list[dict[str, Any]]
+    routes: list[dict[str, Any]]
+
+
+def surroundings(session: Session, settings: Settings, lon: float, lat: float) -> Surroundings:
+    region, country = locate(session, settings, lon, lat)
+    machines = machines_near(session, settings, lon, lat, settings.alerts.gang_radius_km * 1000)
     px, py = project([lon], [lat], settings.metric_crs)
     routes = escape_routes(session, settings, float(px[0]), float(py[0]))
+    return Surroundings(region, country, machines, routes)
+
+
+def gang_active(
+    session: Session,
+    settings: Settings,
+    incident: Incident,
+    *,
+    now: datetime,
+    around: Surroundings | None = None,
+    claim_token: str | None = None,
+) -> tuple[Alert | None, list[Delivery]]:
+    """Open or update the region's gang_active alert for ``incident`` and enqueue its
+    deliveries in the caller's transaction (none when the incident is not a located
+    physical attack). ``around``: the surroundings, if the caller read them already."""
+    if not is_gang_signal(incident):
+        return None, []
+    lon, lat = float(incident.lon or 0.0), float(incident.lat or 0.0)
+    cfg = settings.alerts
+    around = around or surroundings(session, settings, lon, lat)
+    region, machines, routes = around.region or incident.region, around.machines, around.routes
     view = _incident_view(incident)
     fresh = now - incident.occurred_from <= timedelta(hours=24)
     severity = Severity.CRITICAL if fresh else Severity.WARNING
@@ -316,7 +372,7 @@ def gang_active(
     alert.last_notified_at = now
     routing = routing_of(settings)
     if routing is None:
-        return []
+        return alert, []
     found = targets(
         routing,
         kind=AlertKind.GANG_ACTIVE,
@@ -327,7 +383,17 @@ def gang_active(
     rendered = [
         (t, render_gang_active(settings, alert, view, machines, routes, t, now=now)) for t in found
     ]
-    return enqueue(session, alert, rendered, reason=reason, seq=0, settings=cfg, now=now)
+    rows = enqueue(
+        session,
+        alert,
+        rendered,
+        reason=reason,
+        seq=0,
+        settings=cfg,
+        now=now,
+        claim_token=claim_token,
+    )
+    return alert, rows
 
 
 def _update(

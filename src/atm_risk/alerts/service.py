@@ -27,12 +27,12 @@ from atm_risk.alerts.routing import Receiver, Target, targets
 from atm_risk.alerts.rules import (
     escape_routes,
     gang_active,
-    locate,
     machines_near,
     region_of,
     render_gang_active,
     risk_change,
     routing_of,
+    surroundings,
 )
 from atm_risk.areas.service import load_layer
 from atm_risk.clock import Clock
@@ -81,18 +81,22 @@ def report_incident(
         "incident_id": new_report_id(now),
         **{k: v for k, v in fields.items() if v is not None},
     }
-    if not fields.get("country") and _is_coordinate(fields.get("lon"), fields.get("lat")):
-        # the local time of a report is read in the zone of the country it happened in
+    around = None
+    if _is_coordinate(fields.get("lon"), fields.get("lat")):
+        # Read the surroundings first (region, machines near, escape routes): the write
+        # transaction below then only writes, and holds locks briefly.
         with sessions() as session:
-            _, country = locate(session, settings, float(fields["lon"]), float(fields["lat"]))
-        if country:
-            fields["country"] = country
+            around = surroundings(session, settings, float(fields["lon"]), float(fields["lat"]))
+        if not fields.get("country") and around.country:
+            # the local time of a report is read in the zone of its country
+            fields["country"] = around.country
     try:
         record = IncidentRecord.model_validate(fields)
     except ValidationError as exc:
         raise ReportError(format_validation_error(exc)) from exc
     if record.occurred_from is not None and record.occurred_from > now + timedelta(minutes=5):
         raise ReportError("occurred_at: the attack cannot lie in the future")
+    token = secrets.token_hex(16) if send else None
     with transaction(sessions, short=True) as session:
         _, rejections = upsert_incidents(
             session, records=[("report", record)], feed=REPORT_FEED, now=now
@@ -105,16 +109,27 @@ def report_incident(
             )
         )
         assert incident is not None
-        rows = gang_active(session, settings, incident, now=now)
+        if around is not None and (incident.lon, incident.lat) != (record.lon, record.lat):
+            around = None  # located through its machine: read again inside
+        alert, rows = gang_active(
+            session, settings, incident, now=now, around=around, claim_token=token
+        )
+        items = outbox.claimed(rows, alert) if alert is not None else []
         result = ReportResult(
             incident_pk=incident.id,
             incident_label=f"{REPORT_FEED}/{incident.incident_id}",
-            alert_id=rows[0].alert_id if rows else _alert_of(session, incident),
-            deliveries=[r.id for r in rows if r.status == DeliveryStatus.PENDING],
+            alert_id=alert.id if alert is not None else None,
+            deliveries=[r.id for r in rows if r.status != DeliveryStatus.SUPPRESSED],
             dispatch=None,
         )
-    if send and result.deliveries:
-        report = drain(sessions, settings, clock, ids=result.deliveries)
+    if items:
+        report = outbox.deliver(
+            sessions,
+            items,
+            settings=settings.alerts,
+            clock=clock,
+            on_failed=delivery_failed(settings),
+        )
         result = ReportResult(**{**result.__dict__, "dispatch": report})
     return result
 
@@ -124,13 +139,6 @@ def _is_coordinate(lon: Any, lat: Any) -> bool:
         return -180 <= float(lon) <= 180 and -90 <= float(lat) <= 90
     except (TypeError, ValueError):
         return False
-
-
-def _alert_of(session: Session, incident: Incident) -> int | None:
-    alert = session.scalar(
-        select(Alert).where(Alert.kind == AlertKind.GANG_ACTIVE, Alert.incident_pk == incident.id)
-    )
-    return alert.id if alert else None
 
 
 def score_and_alert(
