@@ -14,7 +14,9 @@ from atm_risk import migrate
 from atm_risk.app import Context
 from atm_risk.areas.service import ingest_area, list_layers
 from atm_risk.cli_alerts import alerts_app, incident_app, silences_app
+from atm_risk.cli_api import keys_app, serve
 from atm_risk.cli_common import EXIT_REJECTED, context_of, emit, err, fail, out, sessions_of
+from atm_risk.cli_jobs import jobs_app, scheduler
 from atm_risk.cli_plans import plan_app
 from atm_risk.config import load_settings
 from atm_risk.files import atomic_path
@@ -35,6 +37,10 @@ app.add_typer(plan_app, name="plan")
 app.add_typer(incident_app, name="incident")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(silences_app, name="silences")
+app.add_typer(keys_app, name="keys")
+app.command("serve")(serve)
+app.add_typer(jobs_app, name="jobs")
+app.command("scheduler")(scheduler)
 
 
 @app.callback()

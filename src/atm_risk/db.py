@@ -86,14 +86,19 @@ def make_engine(database_url: str, **kwargs: Any) -> Engine:
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, **kwargs)
+        pool = (
+            {"pool_size": 10, "max_overflow": 30}
+            if url.database not in (None, "", ":memory:")
+            else {}
+        )
+        engine = create_engine(url, **{**pool, **kwargs})
         event.listen(engine, "connect", _sqlite_pragmas)
         # SQLite has one writer at a time and makes waiting writers poll (sleeps of up to
         # 100 ms): short writers of one process queue on this lock instead (transaction()).
         setattr(engine, _WRITE_LOCK, threading.RLock())
         return engine
     # Enough connections for the immediate alert path (reports and sender threads).
-    options = {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20, **kwargs}
+    options = {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 30, **kwargs}
     return create_engine(url, **options)
 
 

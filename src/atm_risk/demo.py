@@ -14,6 +14,7 @@ from atm_risk.alerts.service import build_digests, drain, report_incident
 from atm_risk.app import Context
 from atm_risk.areas.service import ingest_area
 from atm_risk.catalog import SHIPPED
+from atm_risk.db import transaction
 from atm_risk.decisions import report
 from atm_risk.decisions.plans import hardening_plan, patrol_plan
 from atm_risk.decisions.sensitivity import sensitivity_table
@@ -25,6 +26,7 @@ from atm_risk.migrate import upgrade
 from atm_risk.output import print_table, write_csv
 from atm_risk.risk.models import RiskRun
 from atm_risk.risk.service import RankedAtm, latest_run, ranking, run_scoring
+from atm_risk.tenancy.keys import create_key
 
 DEMO_BUDGET_EUR = 500_000.0
 DEMO_UNITS = 5
@@ -103,11 +105,35 @@ def run_demo(ctx: Context, *, out_dir: Path, console: Console, top: int = 10) ->
     console.print(f"wrote {target} ({len(items)} machines)")
     write_plans(ctx, published, out_dir, console)
     demo_alert(ctx, items, out_dir, console)
+    demo_keys(ctx, console)
     console.print(
         f"demo done in {time.perf_counter() - t0:.1f} s. The probabilities come from "
         f"{published.params.get('probability_method')}: see README, 'Which scorer runs'."
     )
     return target
+
+
+def demo_keys(ctx: Context, console: Console) -> None:
+    """Demo API keys (new random ones each run, stored hashed in the demo database only) and
+    how to open the map with them."""
+    with transaction(ctx.sessions) as session:
+        bank, _ = create_key(
+            session, role="bank", tenant="geldmaat", label="demo", now=ctx.clock.now()
+        )
+        police, _ = create_key(
+            session, role="police", regions=["Utrecht"], label="demo", now=ctx.clock.now()
+        )
+        ops, _ = create_key(session, role="operator", label="demo", now=ctx.clock.now())
+    url = ctx.settings.database_url
+    console.print(
+        "To browse it: ATM_RISK_DATABASE_URL=" + url + " .venv/bin/atm-risk serve\n"
+        f"  then open http://127.0.0.1:8000/map#key={bank}  (Geldmaat security)\n"
+        f"        or http://127.0.0.1:8000/map#key={police}  (police, Utrecht)\n"
+        f"        or http://127.0.0.1:8000/map#key={ops}  (operators)\n"
+        "  (demo keys for this demo database only; the API docs are at /docs)",
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 def demo_alert(ctx: Context, items: list[RankedAtm], out_dir: Path, console: Console) -> None:

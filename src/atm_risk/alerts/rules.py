@@ -14,7 +14,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
-import shapely
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from scipy.spatial import cKDTree
 from sqlalchemy import func, select
@@ -25,18 +24,18 @@ from atm_risk.alerts.ack import ack_link
 from atm_risk.alerts.models import Alert, AlertKind, AlertStatus, Delivery, Severity
 from atm_risk.alerts.outbox import Rendered, enqueue
 from atm_risk.alerts.routing import Routing, Target, load_routing, targets
-from atm_risk.areas.models import AreaLayer
-from atm_risk.areas.service import load_layer
 from atm_risk.atms.models import Atm, AtmStatus
 from atm_risk.config import Settings
 from atm_risk.features import context
 from atm_risk.features.store import area_context
 from atm_risk.geo import project
 from atm_risk.incidents.models import PHYSICAL_ATTACKS, GeocodePrecision, Incident
+from atm_risk.regions import CACHE as _CACHE
+from atm_risk.regions import layer_stamps as _layer_stamps
+from atm_risk.regions import locate, region_of
 from atm_risk.risk.models import RiskRun, RiskScore, RunStatus
 from atm_risk.tenancy.models import Operator
 
-REGION_LAYERS = (("nl_provinces", "NL"), ("de_states", "DE"))
 MAX_MACHINES = 25
 MAX_ROUTES = 5
 
@@ -64,51 +63,6 @@ def routing_of(settings: Settings) -> Routing | None:
     if key not in _ROUTING:
         _ROUTING[key] = load_routing(path)
     return _ROUTING[key]
-
-
-# --------------------------------------------------------------------------- area lookups
-
-
-def _layer_stamps(session: Session) -> dict[str, str]:
-    """Every loaded layer's identity (name, id, load time): a re-ingest invalidates caches."""
-    rows = session.execute(select(AreaLayer.name, AreaLayer.id, AreaLayer.loaded_at)).all()
-    return {name: f"{name}:{pk}:{loaded.isoformat()}" for name, pk, loaded in rows}
-
-
-# Area layers change only when re-ingested (a new id/loaded_at): cache them per process so
-# that an incident report does not re-read 9,000 motorway points.
-_CACHE: dict[tuple[object, ...], Any] = {}
-
-
-def _regions(session: Session, url: str, name: str, stamp: str) -> tuple[list[str], Any]:
-    key = ("regions", url, stamp)
-    if key not in _CACHE:
-        frame = load_layer(session, name)
-        geoms = shapely.make_valid(frame.geometry.to_numpy())
-        shapely.prepare(geoms)
-        _CACHE[key] = ([str(n) for n in frame["feature_name"]], geoms)
-    return _CACHE[key]  # type: ignore[no-any-return]
-
-
-def locate(
-    session: Session, settings: Settings, lon: float, lat: float
-) -> tuple[str | None, str | None]:
-    """(province or state, country) containing the point, from the loaded area layers."""
-    point = shapely.Point(lon, lat)
-    stamps = _layer_stamps(session)
-    for layer, country in REGION_LAYERS:
-        stamp = stamps.get(layer)
-        if stamp is None:
-            continue
-        names, geoms = _regions(session, settings.database_url, layer, stamp)
-        hit = np.flatnonzero(shapely.contains(geoms, point))
-        if len(hit):
-            return names[int(hit[0])], country
-    return None, None
-
-
-def region_of(session: Session, settings: Settings, lon: float, lat: float) -> str | None:
-    return locate(session, settings, lon, lat)[0]
 
 
 _MOTORWAY_LAYERS = (

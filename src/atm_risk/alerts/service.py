@@ -28,13 +28,13 @@ from atm_risk.alerts.rules import (
     escape_routes,
     gang_active,
     machines_near,
-    region_of,
     render_gang_active,
     risk_change,
     routing_of,
     surroundings,
 )
 from atm_risk.areas.service import load_layer
+from atm_risk.atms.models import Atm
 from atm_risk.clock import Clock
 from atm_risk.config import Settings
 from atm_risk.db import transaction
@@ -43,8 +43,11 @@ from atm_risk.incidents.models import Incident
 from atm_risk.incidents.schemas import IncidentRecord
 from atm_risk.incidents.service import upsert_incidents
 from atm_risk.ingest.validation import format_validation_error
+from atm_risk.regions import region_of
 from atm_risk.risk.models import RiskRun
 from atm_risk.risk.service import RankedAtm, latest_run, ranking, run_scoring
+from atm_risk.tenancy.models import Operator
+from atm_risk.tenancy.service import operator_code
 
 REPORT_FEED = "reports"
 
@@ -81,12 +84,24 @@ def report_incident(
         "incident_id": new_report_id(now),
         **{k: v for k, v in fields.items() if v is not None},
     }
+    lon: Any = fields.get("lon")
+    lat: Any = fields.get("lat")
+    if fields.get("atm_id") and not _is_coordinate(lon, lat):
+        # reported by machine: its place gives the surroundings, country (local time) and
+        # locality; the incident itself is linked to the machine by the ingest path
+        with sessions() as session:
+            machine = _machine(session, fields.get("operator"), str(fields["atm_id"]))
+        if machine is not None:
+            fields.setdefault("locality", machine.city)
+            if machine.country and not fields.get("country"):
+                fields["country"] = machine.country
+            lon, lat = machine.lon, machine.lat
     around = None
-    if _is_coordinate(fields.get("lon"), fields.get("lat")):
+    if _is_coordinate(lon, lat):
         # Read the surroundings first (region, machines near, escape routes): the write
         # transaction below then only writes, and holds locks briefly.
         with sessions() as session:
-            around = surroundings(session, settings, float(fields["lon"]), float(fields["lat"]))
+            around = surroundings(session, settings, float(lon), float(lat))
         if not fields.get("country") and around.country:
             # the local time of a report is read in the zone of its country
             fields["country"] = around.country
@@ -109,7 +124,7 @@ def report_incident(
             )
         )
         assert incident is not None
-        if around is not None and (incident.lon, incident.lat) != (record.lon, record.lat):
+        if around is not None and (incident.lon, incident.lat) != (lon, lat):
             around = None  # located through its machine: read again inside
         alert, rows = gang_active(
             session, settings, incident, now=now, around=around, claim_token=token
@@ -132,6 +147,15 @@ def report_incident(
         )
         result = ReportResult(**{**result.__dict__, "dispatch": report})
     return result
+
+
+def _machine(session: Session, operator: Any, atm_id: str) -> Atm | None:
+    query = select(Atm).join(Operator, Atm.operator_id == Operator.id).where(Atm.atm_id == atm_id)
+    if operator:
+        code = operator_code(str(operator))
+        query = query.where((Operator.code == code) | (Operator.name == str(operator)))
+    found = session.scalars(query.limit(2)).all()
+    return found[0] if len(found) == 1 else None
 
 
 def _is_coordinate(lon: Any, lat: Any) -> bool:

@@ -135,7 +135,8 @@ def _explain(
     if len(incidents) and exposure > 0:
         top = int(np.argmax(contrib))
         inc = incidents[top]
-        place = inc.municipality or inc.locality or f"{inc.lat:.4f}, {inc.lon:.4f}"
+        # a place name, never coordinates (they could show another bank's machine)
+        place = inc.municipality or inc.locality or inc.region or "a place without a name"
         simulated = " [SIMULATED incident]" if inc.simulated else ""
         approx = (
             " (municipality-level location)"

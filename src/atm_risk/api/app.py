@@ -1,0 +1,144 @@
+"""The FastAPI application: ``create_app(settings)``. It never starts a scheduler.
+
+Every request to /api/v1 is audited (who, which tenant, what, the status) in the
+``audit_log`` table, in its own short transaction after the response is computed.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from sqlalchemy import select
+
+from atm_risk import __version__
+from atm_risk.api import web
+from atm_risk.api.deps import BadKeyLimiter, KeyCache
+from atm_risk.api.routes import router
+from atm_risk.app import Context
+from atm_risk.clock import Clock
+from atm_risk.config import Settings, load_settings
+from atm_risk.db import transaction
+from atm_risk.risk.models import RiskRun, RunStatus
+from atm_risk.tenancy.models import AuditEntry
+
+
+def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    ctx = Context(settings=settings, clock=clock) if clock else Context(settings=settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        audit_log.start()
+        yield
+        audit_log.stop()
+        ctx.close()
+
+    app = FastAPI(
+        lifespan=lifespan,
+        title="atm-risk",
+        version=__version__,
+        description="Which cash machines are most likely to be attacked next; decisions and "
+        "alerts for banks (their own machines), police (their regions) and operators. "
+        "Authenticate with `Authorization: Bearer <key>` (`atm-risk keys create`).",
+    )
+    app.state.ctx = ctx
+    app.state.bad_keys = BadKeyLimiter()
+    app.state.keys = KeyCache()
+    audit_log = AuditWriter(ctx)
+    app.state.audit = audit_log
+    app.include_router(router)
+    web.install(app)  # the map, the report form, their data endpoints, /static
+
+    @app.get("/healthz", summary="Liveness, and the time of the last successful scoring run")
+    def healthz() -> dict[str, Any]:
+        with ctx.sessions() as s:
+            run = s.scalar(
+                select(RiskRun)
+                .where(RiskRun.status == RunStatus.SUCCEEDED)
+                .order_by(RiskRun.finished_at.desc(), RiskRun.id.desc())
+                .limit(1)
+            )
+        return {
+            "status": "ok",
+            "version": __version__,
+            "last_successful_run": None
+            if run is None
+            else {
+                "id": run.id,
+                "as_of": run.as_of.isoformat(),
+                "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+            },
+        }
+
+    @app.middleware("http")
+    async def audit(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        if request.url.path.startswith("/api/"):
+            scope = getattr(request.state, "scope", None)
+            audit_log.add(
+                request.method,
+                request.url.path,
+                response.status_code,
+                scope,
+                dict(request.query_params),
+            )
+        return response
+
+    return app
+
+
+class AuditWriter:
+    """Audit entries are queued by the request and written in batches by one thread (every
+    ``interval_s``, and on shutdown), so that reads do not wait for a commit each. A crash
+    can lose at most the last interval's entries; the scheduler and SMTP paths are not
+    involved."""
+
+    def __init__(self, ctx: Context, interval_s: float = 0.2) -> None:
+        self.ctx, self.interval_s = ctx, interval_s
+        self._queue: list[AuditEntry] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add(self, method: str, path: str, status: int, scope: Any, query: dict[str, str]) -> None:
+        entry = AuditEntry(
+            at=self.ctx.clock.now(),
+            key_prefix=getattr(scope, "key_prefix", None),
+            role=getattr(scope, "role", None),
+            operator_code=getattr(scope, "operator_code", None),
+            method=method[:8],
+            path=path[:500],
+            status=status,
+            detail={k: v[:200] for k, v in list(query.items())[:20]},
+        )
+        with self._lock:
+            self._queue.append(entry)
+        if self._thread is None:  # not started (no lifespan): write now
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            batch, self._queue = self._queue, []
+        if batch:
+            with transaction(self.ctx.sessions, short=True) as s:
+                s.add_all(batch)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="atm-risk-audit", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.flush()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.flush()

@@ -1,0 +1,271 @@
+"""Tenant isolation: every route of the OpenAPI document, walked with the keys of two banks,
+a police region, an operator, a revoked key and none, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from atm_risk.alerts.service import report_incident, score_and_alert
+from atm_risk.api.app import create_app
+from atm_risk.areas.service import ingest_area
+from atm_risk.clock import FrozenClock
+from atm_risk.config import Settings
+from atm_risk.ingest.run import ingest_atms
+from atm_risk.tenancy.keys import create_key, revoke
+from atm_risk.tenancy.models import AuditEntry
+from tests.api_server import serve
+from tests.conftest import DATA
+
+# Bank A in Utrecht and Groningen, bank B in Utrecht. Ids that cannot appear by chance.
+ATMS = (
+    "atm_id,operator,lat,lon,site_type,night_closure,country\n"
+    "A-UTR-1,BankA,52.0907,5.1214,free_standing,false,NL\n"
+    "A-GRO-1,BankA,53.2194,6.5665,shop,false,NL\n"
+    "B-UTR-1,BankB,52.0930,5.1100,shop,false,NL\n"
+    "B-UTR-2,BankB,52.1000,5.1300,wall,false,NL\n"
+)
+NOW = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+B_MARKERS = ("bankb", "B-UTR-1", "B-UTR-2")
+
+
+@pytest.fixture
+def api(
+    sessions: sessionmaker[Session], database_url: str, write
+) -> Iterator[tuple[httpx.Client, dict[str, str], dict[str, Any]]]:
+    clock = FrozenClock(NOW)
+    settings = Settings(database_url=database_url, model_path=None)
+    ingest_atms(sessions, path=write("a.csv", ATMS), clock=clock)
+    ingest_area(
+        sessions,
+        name="nl_provinces",
+        path=DATA / "nl_admin_cbs/provincies_2022.geojson",
+        clock=clock,
+    )
+    score_and_alert(sessions, settings, clock, send=False)
+    # an attack on bank B's machine, reported by bank B: a gang_active alert in Utrecht
+    report_incident(
+        sessions,
+        settings,
+        clock,
+        {
+            "operator": "BankB",
+            "atm_id": "B-UTR-1",
+            "method": "explosive_solid",
+            "occurred_at": (NOW - timedelta(minutes=30)).isoformat(),
+        },
+    )
+    clock.advance(timedelta(minutes=10))
+    score_and_alert(sessions, settings, clock, send=False)
+    keys: dict[str, str] = {}
+    with sessions.begin() as s:
+        keys["bank_a"], _ = create_key(s, role="bank", tenant="banka", now=NOW)
+        keys["bank_b"], _ = create_key(s, role="bank", tenant="bankb", now=NOW)
+        keys["police"], _ = create_key(s, role="police", regions=["Utrecht"], now=NOW)
+        keys["operator"], _ = create_key(s, role="operator", now=NOW)
+        keys["revoked"], row = create_key(s, role="operator", now=NOW)
+        revoke(s, row.prefix, NOW)
+    with serve(create_app(settings, clock=clock)) as client:
+        response = client.get(
+            "/api/v1/alerts", headers={"Authorization": f"Bearer {keys['operator']}"}
+        )
+        assert response.status_code == 200, response.text
+        alerts = response.json()["items"]
+        ids = {"alert_id": alerts[0]["id"], "silence_id": 1}
+        yield client, keys, ids
+
+
+def concrete(path: str, ids: dict[str, Any]) -> str:
+    values = {"operator": "bankb", "atm_id": "B-UTR-1", **{k: str(v) for k, v in ids.items()}}
+    return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], path)
+
+
+REQUIRED_QUERY = {
+    "/api/v1/plans/hardening": {"budget_eur": "20000"},
+    "/api/v1/plans/patrol": {"units": "1", "minutes": "10"},
+    "/api/v1/alerts/{alert_id}/ack": {"by": "x", "exp": "1", "sig": "00"},
+}
+BODIES = {
+    ("post", "/api/v1/incidents"): {"operator": "bankb", "atm_id": "B-UTR-2", "method": "ram_raid"},
+    ("post", "/api/v1/silences"): {
+        "creator": "x",
+        "comment": "y",
+        "ends_at": (NOW + timedelta(hours=2)).isoformat(),
+    },
+}
+
+
+def walk(client: httpx.Client, key: str | None, ids: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Call every operation of the OpenAPI document with ``key``; (label, response)."""
+    spec = client.get("/openapi.json").json()
+    out = []
+    for path, ops in spec["paths"].items():
+        for method in ops:
+            headers = {"Authorization": f"Bearer {key}"} if key else {}
+            url = concrete(path, ids)
+            params = REQUIRED_QUERY.get(path, {})
+            body = BODIES.get((method, path))
+            response = client.request(
+                method.upper(), url, params=params, json=body, headers=headers
+            )
+            out.append((f"{method.upper()} {path}", response))
+            if path == "/api/v1/ranking":
+                for fmt in ("csv", "geojson"):
+                    r = client.get(url, params={"format": fmt}, headers=headers)
+                    out.append((f"GET {path}?format={fmt}", r))
+    return out
+
+
+PUBLIC = {"GET /healthz", "GET /api/v1/alerts/{alert_id}/ack", "GET /openapi.json"}
+
+
+def test_no_key_and_revoked_key_answer_401(api) -> None:  # type: ignore[no-untyped-def]
+    client, keys, ids = api
+    assert client.get("/api/v1/atms").status_code == 401
+    revoked = client.get("/api/v1/atms", headers={"Authorization": f"Bearer {keys['revoked']}"})
+    assert revoked.status_code == 401
+    for key in (None, keys["revoked"], "atmr_00000000_nonsense", "garbage"):
+        for label, response in walk(client, key, ids):
+            if label.split("?")[0] in PUBLIC:
+                continue
+            # 401, or 429 once this client has sent too many bad keys: never data
+            assert response.status_code in (401, 429), (label, key, response.text)
+            assert "items" not in response.text
+
+
+def test_bank_a_never_receives_bank_b_data(api) -> None:  # type: ignore[no-untyped-def]
+    client, keys, ids = api
+    calls = walk(client, keys["bank_a"], ids)
+    assert len(calls) >= 14
+    statuses = {}
+    for label, response in calls:
+        assert response.status_code < 500, (label, response.text)
+        statuses[label] = response.status_code
+        text = response.text
+        for marker in B_MARKERS:
+            assert marker not in text, (label, marker, text[:500])
+    # bank B's machine is answered as if it did not exist; reporting on it too
+    assert statuses["GET /api/v1/atms/{operator}/{atm_id}"] == 404
+    assert statuses["POST /api/v1/incidents"] == 404
+    assert statuses["GET /api/v1/silences"] == 404  # operators only
+    # and bank A does see its own
+    mine = client.get("/api/v1/atms", headers={"Authorization": f"Bearer {keys['bank_a']}"}).json()
+    assert {m["atm_id"] for m in mine["items"]} == {"A-UTR-1", "A-GRO-1"}
+
+
+def test_bank_b_sees_its_machines_its_alert_and_its_plan(api) -> None:  # type: ignore[no-untyped-def]
+    client, keys, _ = api
+    h = {"Authorization": f"Bearer {keys['bank_b']}"}
+    ranking = client.get("/api/v1/ranking", headers=h).json()
+    assert {i["atm_id"] for i in ranking["items"]} == {"B-UTR-1", "B-UTR-2"}
+    assert all("expected_loss_eur" in i for i in ranking["items"])
+    detail = client.get("/api/v1/atms/bankb/B-UTR-1", headers=h).json()
+    assert detail["action"] == "temporary_shutdown"
+    assert len(detail["history"]) == 2
+    alerts = client.get("/api/v1/alerts", headers=h).json()["items"]
+    assert any(a["kind"] == "gang_active" for a in alerts)
+    plan = client.get("/api/v1/plans/hardening", params={"budget_eur": 20000}, headers=h).json()
+    assert {i["atm_id"] for i in plan["items"]} <= {"B-UTR-1", "B-UTR-2"}
+    geo = client.get("/api/v1/ranking", params={"format": "gpkg"}, headers=h)
+    assert geo.status_code == 200
+    assert geo.content[:16] == b"SQLite format 3\x00"
+
+
+def test_police_see_their_region_without_money_and_no_hardening_plans(api) -> None:  # type: ignore[no-untyped-def]
+    client, keys, ids = api
+    h = {"Authorization": f"Bearer {keys['police']}"}
+    for label, response in walk(client, keys["police"], ids):
+        assert response.status_code < 500, (label, response.text)
+        assert "expected_loss" not in response.text, label
+        assert not re.search(r"EUR\s?\d", response.text), label
+        assert "A-GRO-1" not in response.text, label  # Groningen is not their region
+    ranking = client.get("/api/v1/ranking", headers=h).json()
+    assert {i["atm_id"] for i in ranking["items"]} == {"A-UTR-1", "B-UTR-1", "B-UTR-2"}
+    assert (
+        client.get("/api/v1/plans/hardening", params={"budget_eur": 1}, headers=h).status_code
+        == 404
+    )
+    patrol = client.get("/api/v1/plans/patrol", params={"units": 1, "minutes": 10}, headers=h)
+    assert patrol.status_code == 200
+    assert patrol.json()["region"] == "Utrecht"
+    other = client.get(
+        "/api/v1/plans/patrol",
+        params={"units": 1, "minutes": 10, "region": "Groningen"},
+        headers=h,
+    )
+    assert other.status_code == 404
+
+
+def test_operator_sees_everything_and_every_read_is_audited(
+    api,
+    sessions: sessionmaker[Session],  # type: ignore[no-untyped-def]
+) -> None:
+    client, keys, _ = api
+    h = {"Authorization": f"Bearer {keys['operator']}"}
+    ranking = client.get("/api/v1/ranking", headers=h).json()
+    assert ranking["total"] == 4
+    client.get("/api/v1/ranking", headers={"Authorization": f"Bearer {keys['bank_a']}"})
+    wanted = {("operator", None, 200), ("bank", "banka", 200)}
+    deadline = time.monotonic() + 5  # the audit is written in batches every 0.2 s
+    while True:
+        with sessions() as s:
+            entries = s.scalars(
+                select(AuditEntry).where(AuditEntry.path == "/api/v1/ranking")
+            ).all()
+        seen = {(e.role, e.operator_code, e.status) for e in entries}
+        if seen >= wanted or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert seen >= {
+        ("operator", None, 200),
+        ("bank", "banka", 200),
+    }
+
+
+def test_bad_input_is_422_with_the_field_never_500(api) -> None:  # type: ignore[no-untyped-def]
+    client, keys, _ = api
+    h = {"Authorization": f"Bearer {keys['operator']}"}
+    for params in ({"limit": 0}, {"limit": "x"}, {"band": "extreme"}, {"offset": -1}):
+        r = client.get("/api/v1/atms", params=params, headers=h)
+        assert r.status_code == 422, (params, r.text)
+        assert r.json()["detail"][0]["loc"][0] == "query"
+    r = client.post("/api/v1/incidents", json={"lat": 95, "lon": 5}, headers=h)
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["loc"] == ["body", "lat"]
+    r = client.post("/api/v1/incidents", content=b"{not json", headers=h)
+    assert r.status_code == 422
+    r = client.post(
+        "/api/v1/silences",
+        json={"creator": "x", "comment": "y", "ends_at": (NOW + timedelta(days=40)).isoformat()},
+        headers=h,
+    )
+    assert r.status_code == 422
+
+
+def test_repeated_bad_keys_are_rate_limited(api) -> None:  # type: ignore[no-untyped-def]
+    client, keys, _ = api
+    codes = [
+        client.get("/api/v1/atms", headers={"Authorization": f"Bearer atmr_x_{k}"}).status_code
+        for k in range(25)
+    ]
+    assert codes[:20] == [401] * 20
+    assert set(codes[20:]) == {429}
+    ok = client.get("/api/v1/atms", headers={"Authorization": f"Bearer {keys['operator']}"})
+    assert ok.status_code == 429  # the same client is refused for the minute, good key or not
+
+
+def test_healthz_tells_the_last_successful_run(api) -> None:  # type: ignore[no-untyped-def]
+    client, _, _ = api
+    doc = client.get("/healthz").json()
+    assert doc["status"] == "ok"
+    assert doc["last_successful_run"]["id"] >= 2
+    assert json.dumps(doc)
