@@ -12,7 +12,9 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
 from sqlalchemy import select
+from sqlalchemy.exc import DataError, SQLAlchemyError
 
 from atm_risk import __version__
 from atm_risk.api import web
@@ -74,6 +76,15 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             },
         }
 
+    @app.exception_handler(DataError)
+    async def bad_value(request: Request, exc: DataError) -> JSONResponse:
+        # a value the database cannot hold (a NUL character, a number out of range): the
+        # caller's input, so 422, never 500; nothing of the database error is echoed
+        return JSONResponse(
+            status_code=422,
+            content={"detail": [{"loc": ["request"], "msg": "a value is not acceptable"}]},
+        )
+
     @app.middleware("http")
     async def audit(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
@@ -91,6 +102,11 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         return response
 
     return app
+
+
+def _clean(text: str) -> str:
+    """Text the database can store (PostgreSQL refuses NUL characters)."""
+    return text.replace("\x00", "\\x00")
 
 
 class AuditWriter:
@@ -112,10 +128,10 @@ class AuditWriter:
             key_prefix=getattr(scope, "key_prefix", None),
             role=getattr(scope, "role", None),
             operator_code=getattr(scope, "operator_code", None),
-            method=method[:8],
-            path=path[:500],
+            method=_clean(method)[:8],
+            path=_clean(path)[:500],
             status=status,
-            detail={k: v[:200] for k, v in list(query.items())[:20]},
+            detail={_clean(k)[:50]: _clean(v)[:200] for k, v in list(query.items())[:20]},
         )
         with self._lock:
             self._queue.append(entry)
@@ -125,9 +141,15 @@ class AuditWriter:
     def flush(self) -> None:
         with self._lock:
             batch, self._queue = self._queue, []
-        if batch:
+        if not batch:
+            return
+        try:
             with transaction(self.ctx.sessions, short=True) as s:
                 s.add_all(batch)
+        except SQLAlchemyError:
+            # keep the entries for the next flush (the database may be restarting)
+            with self._lock:
+                self._queue[:0] = batch[-10_000:]
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="atm-risk-audit", daemon=True)
@@ -135,7 +157,10 @@ class AuditWriter:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
-            self.flush()
+            try:
+                self.flush()
+            except Exception:
+                continue
 
     def stop(self) -> None:
         self._stop.set()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import defer
@@ -52,6 +53,7 @@ class Action(StrEnum):
 
 
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE)]
+RowId = Annotated[int, PathParam(ge=1, le=2**31 - 1)]  # the database's integer ids
 Offset = Annotated[int, Query(ge=0, le=10_000_000)]
 
 
@@ -428,7 +430,7 @@ def list_alerts(ctx: Ctx, db: DB, scope: Principal, limit: Limit = 100) -> dict[
 
 
 @router.post("/alerts/{alert_id}/ack", summary="Acknowledge an alert (stops its repeats)")
-def ack_alert(ctx: Ctx, db: DB, scope: Principal, alert_id: int) -> dict[str, Any]:
+def ack_alert(ctx: Ctx, db: DB, scope: Principal, alert_id: RowId) -> dict[str, Any]:
     alert = db.get(Alert, alert_id)
     if alert is None or not _alert_visible(db, ctx, scope, alert):
         raise not_found("no such alert")
@@ -442,7 +444,7 @@ def ack_alert(ctx: Ctx, db: DB, scope: Principal, alert_id: int) -> dict[str, An
 @router.get("/alerts/{alert_id}/ack", summary="Acknowledge through the signed link of a message")
 def ack_link(
     ctx: Ctx,
-    alert_id: int,
+    alert_id: RowId,
     by: Annotated[str, Query(max_length=200)],
     exp: Annotated[int, Query(ge=0, le=10**11)],
     sig: Annotated[str, Query(max_length=128)],
@@ -527,7 +529,7 @@ def create_silence(ctx: Ctx, scope: Principal, body: SilenceIn) -> dict[str, Any
 
 
 @router.delete("/silences/{silence_id}", summary="Expire a silence now")
-def expire_silence(ctx: Ctx, scope: Principal, silence_id: int) -> dict[str, Any]:
+def expire_silence(ctx: Ctx, scope: Principal, silence_id: RowId) -> dict[str, Any]:
     _operators_only(scope)
     with transaction(ctx.sessions, short=True) as s:
         silence = s.get(Silence, silence_id)
