@@ -7,14 +7,16 @@ Every request to /api/v1 is audited (who, which tenant, what, the status) in the
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import parse_qsl
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 from sqlalchemy.exc import DataError, SQLAlchemyError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from atm_risk import __version__
 from atm_risk.api import web
@@ -85,23 +87,35 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             content={"detail": [{"loc": ["request"], "msg": "a value is not acceptable"}]},
         )
 
-    @app.middleware("http")
-    async def audit(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        response = await call_next(request)
-        if request.url.path.startswith("/api/"):
-            scope = getattr(request.state, "scope", None)
-            audit_log.add(
-                request.method,
-                request.url.path,
-                response.status_code,
-                scope,
-                dict(request.query_params),
-            )
-        return response
-
+    app.add_middleware(AuditMiddleware, audit_log=audit_log)
     return app
+
+
+class AuditMiddleware:
+    """Pure ASGI middleware: after each /api/ request, queue who asked what and the status
+    (the principal is what the auth dependency left in the request state)."""
+
+    def __init__(self, app: ASGIApp, audit_log: AuditWriter) -> None:
+        self.app, self.audit_log = app, audit_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/api/"):
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+            principal = scope.get("state", {}).get("scope")
+            self.audit_log.add(scope["method"], scope["path"], status, principal, query)
 
 
 def _clean(text: str) -> str:

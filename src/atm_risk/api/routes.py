@@ -16,7 +16,6 @@ from fastapi import APIRouter, HTTPException, Query, Response
 from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, or_, select
-from sqlalchemy.orm import defer
 
 from atm_risk.alerts.ack import AckError, acknowledge, verify_link
 from atm_risk.alerts.models import Alert, AlertKind, Silence
@@ -98,6 +97,13 @@ def _without_money(value: Any) -> Any:
     return value
 
 
+def _json(doc: dict[str, Any]) -> Response:
+    """A JSON response from plain data (no per-field encoder pass: the lists are long)."""
+    return Response(
+        json.dumps(doc, separators=(",", ":"), default=str), media_type="application/json"
+    )
+
+
 def _no_money(text: str) -> str:
     import re
 
@@ -105,9 +111,22 @@ def _no_money(text: str) -> str:
 
 
 def _ranking_query(ctx: Any, db: Any, scope: Scope, run: RiskRun) -> Any:
+    """Plain columns (no ORM objects): the ranking is the busiest read."""
     query: Any = (
-        select(RiskScore, Atm, Operator.code)
-        .options(defer(RiskScore.features), defer(Atm.extra), defer(Atm.opening_hours))
+        select(
+            RiskScore.rank,
+            Operator.code,
+            Atm.atm_id,
+            Atm.lon,
+            Atm.lat,
+            Atm.city,
+            Atm.address,
+            RiskScore.probability,
+            RiskScore.risk_band,
+            RiskScore.expected_loss_eur,
+            RiskScore.action,
+            RiskScore.action_reasons,
+        )
         .join(Atm, RiskScore.atm_pk == Atm.id)
         .join(Operator, Atm.operator_id == Operator.id)
         .where(RiskScore.run_id == run.id)
@@ -125,7 +144,7 @@ def list_atms(
     city: Annotated[str | None, Query(max_length=120)] = None,
     limit: Limit = 100,
     offset: Offset = 0,
-) -> dict[str, Any]:
+) -> Response:
     run = latest_run(db)
     query: Any = (
         select(Atm, Operator.code, RiskScore)
@@ -144,13 +163,15 @@ def list_atms(
         query = query.where(func.lower(Atm.city) == city.lower())
     total = db.scalar(select(func.count()).select_from(query.subquery()))
     rows = db.execute(query.order_by(Atm.id).limit(limit).offset(offset)).all()
-    return {
-        "run_id": run.id if run else None,
-        "total": total,
-        "limit": limit,
-        "offset": offset,
-        "items": [_machine(atm, code, score, scope) for atm, code, score in rows],
-    }
+    return _json(
+        {
+            "run_id": run.id if run else None,
+            "total": total,
+            "limit": limit,
+            "offset": offset,
+            "items": [_machine(atm, code, score, scope) for atm, code, score in rows],
+        }
+    )
 
 
 @router.get("/atms/{operator}/{atm_id}", summary="One machine: score, reasons, action, history")
@@ -247,18 +268,29 @@ def get_ranking(
         total = _COUNTS[count_key] = db.scalar(select(func.count()).select_from(query.subquery()))
     rows = db.execute(query.order_by(RiskScore.rank).limit(limit).offset(offset)).all()
     items = []
-    for score, atm, code in rows:
-        m = _machine(atm, code, score, scope)
-        items.append(
-            {k: m.get(k) for k in RANKING_FIELDS if k in m or k == "action_reason"}
-            | {"action_reason": (m.get("action_reasons") or [{}])[0].get("text", "")}
-        )
-    if not scope.sees_money:
-        for item in items:
-            item.pop("expected_loss_eur", None)
+    for rank, code, atm_id, lon, lat, city, address, p, band_, el, act, act_reasons in rows:
+        reason = str((act_reasons or [{}])[0].get("text", ""))
+        item = {
+            "rank": rank,
+            "operator": code,
+            "atm_id": atm_id,
+            "lon": lon,
+            "lat": lat,
+            "city": city,
+            "address": address,
+            "probability": p,
+            "risk_band": band_,
+            "expected_loss_eur": el,
+            "action": act,
+            "action_reason": reason,
+        }
+        if not scope.sees_money:
+            del item["expected_loss_eur"]
+            item["action_reason"] = _no_money(reason)
+        items.append(item)
     meta = {"run_id": run.id, "as_of": run.as_of.isoformat(), "total": total, "offset": offset}
     if format == "json":
-        return meta | {"limit": limit, "items": items}
+        return _json(meta | {"limit": limit, "items": items})
     if format == "csv":
         buf = io.StringIO()
         fields = [f for f in RANKING_FIELDS if scope.sees_money or f != "expected_loss_eur"]
