@@ -998,3 +998,41 @@ def test_location_errors_are_quantised_to_a_short_ladder() -> None:
     assert np.all(np.abs(q[3:] / raw[3:] - 1) <= 0.12)
     many = quantise_sigma(np.linspace(300, 12_000, 5_000))
     assert len(np.unique(many)) <= 20
+
+
+def test_machine_attributes_same_for_shared_and_distinct_objects() -> None:
+    """Machines sharing one schedule or measures object (as read in bulk) get the same
+    values as machines with equal objects of their own."""
+    from atm_risk.features.engine import machine_attributes
+
+    always = dict.fromkeys(("mo", "tu", "we", "th", "fr", "sa", "su"), "00:00-24:00")
+    shop = {**dict.fromkeys(("mo", "tu", "we", "th", "fr", "sa"), "07:00-23:00"), "su": "closed"}
+    measures = ["dye_ink", "bollards"]
+    shared_hours = [always, shop, None, always, {"mo": "closed"}, shop]
+    shared_measures = [measures, [], None, measures, ("glue",), {"gas_neutraliser"}]
+    frame = pd.DataFrame(
+        {
+            "site_type": ["wall"] * 6,
+            "night_closure": [True, False, None, True, False, None],
+            "opening_hours": pd.Series(shared_hours, dtype=object),
+            "hardening": pd.Series(shared_measures, dtype=object),
+        }
+    )
+    copies = frame.copy()
+    copies["opening_hours"] = pd.Series(
+        [dict(h) if isinstance(h, dict) else h for h in shared_hours], dtype=object
+    )
+    copies["hardening"] = pd.Series(
+        [type(m)(m) if m is not None else None for m in shared_measures], dtype=object
+    )
+    shared, distinct = machine_attributes(frame), machine_attributes(copies)
+    assert shared.keys() == distinct.keys()
+    for name in shared:
+        np.testing.assert_array_equal(np.asarray(shared[name]), np.asarray(distinct[name]))
+    np.testing.assert_array_equal(
+        shared["opening_hours_per_week"], [168.0, 96.0, np.nan, 168.0, np.nan, 96.0]
+    )
+    np.testing.assert_array_equal(shared["hardening_measures_n"], [2.0, 0.0, 0.0, 2.0, 1.0, 1.0])
+    np.testing.assert_array_equal(shared["has_cash_protection"], [1, 0, 0, 1, 1, 0])
+    np.testing.assert_array_equal(shared["has_gas_neutraliser"], [0, 0, 0, 0, 0, 1])
+    np.testing.assert_array_equal(shared["has_bollards"], [1, 0, 0, 1, 0, 0])

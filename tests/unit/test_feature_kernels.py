@@ -6,9 +6,10 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from scipy.stats import rice
 
 from atm_risk.features import kernels
 from tests.unit import feature_reference as ref
@@ -200,6 +201,11 @@ def test_gaussian_exposure_without_weight_or_query() -> None:
     assert empty.shape == (0,)
 
 
+def _peak_weight(weights: np.ndarray, sigma: np.ndarray, h: float) -> float:
+    """sum_j w_j h^2 / h_j^2: the summed peaks of the kernels (the grid's error scale)."""
+    return float(np.sum(weights * h * h / (h * h + sigma * sigma)))
+
+
 def test_grid_gaussian_exposure_approximates_reference() -> None:
     rng = np.random.default_rng(11)
     points = rng.uniform(0, BOX_M, size=(300, 2))
@@ -209,10 +215,75 @@ def test_grid_gaussian_exposure_approximates_reference() -> None:
     h = 10_000.0
     expected = ref.gaussian_exposure(query, points, weights, sigma, h)
     got = kernels.gaussian_exposure(query, points, weights, sigma, h, method="grid")
-    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-2 * expected.max() + 1e-9)
+    bound = kernels.GRID_KERNEL_ERROR * _peak_weight(weights, sigma, h)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=bound)
+    # In practice far better than the bound: within 0.05 % of the largest value here.
+    np.testing.assert_allclose(got, expected, rtol=0, atol=5e-4 * expected.max())
     # "auto" on this small input is the exact method.
     auto = kernels.gaussian_exposure(query, points, weights, sigma, h, method="auto")
     np.testing.assert_allclose(auto, expected, rtol=1e-9, atol=1e-7 * weights.sum())
+
+
+@pytest.mark.parametrize("sigma_over_h", [0.0, 0.1, 1.0, 3.0])
+def test_grid_reproduces_every_kernel_to_the_documented_error(sigma_over_h: float) -> None:
+    """One point (weight 1, so peak h^2 / h_j^2 <= 1) at each of 9 x 9 places within a grid
+    cell (grid nodes, cell edges and centres included), the kernel checked all around it."""
+    h = 1_000.0
+    cell = h / kernels.GRID_CELLS_PER_BANDWIDTH
+    offsets = np.linspace(0.0, 1.0, 9) * cell
+    # Far apart (60 h), so that the kernels do not overlap; the grid origin is the first one.
+    centres = np.array(
+        [
+            (k * 60 * h + ox, oy)
+            for k, (ox, oy) in enumerate(np.array(np.meshgrid(offsets, offsets)).reshape(2, -1).T)
+        ]
+    )
+    ring = np.linspace(-3 * h, 3 * h, 25)
+    around = np.array(np.meshgrid(ring, ring)).reshape(2, -1).T
+    query = (centres[:, None, :] + around[None, :, :]).reshape(-1, 2)
+    sigma = np.full(len(centres), sigma_over_h * h)
+    weights = np.ones(len(centres))
+    got = kernels.gaussian_exposure(query, centres, weights, sigma, h, method="grid")
+    exact = kernels.gaussian_exposure(query, centres, weights, sigma, h, method="exact")
+    assert np.abs(got - exact).max() <= kernels.GRID_KERNEL_ERROR
+
+
+@FAST
+@given(
+    query=xy_arrays(min_n=1, max_n=30),
+    data=weighted_points(),
+    h=st.sampled_from([400.0, 2_000.0, 10_000.0, 30_000.0]),
+    scale=st.sampled_from([0.1, 1.0, 10.0]),
+)
+def test_grid_gaussian_exposure_within_the_documented_bound(
+    query: np.ndarray,
+    data: tuple[np.ndarray, np.ndarray, np.ndarray],
+    h: float,
+    scale: float,
+) -> None:
+    points, weights, sigma = data
+    query, points = query * scale, points * scale  # clustered to spread out
+    got = kernels.gaussian_exposure(query, points, weights, sigma, h, method="grid")
+    expected = ref.gaussian_exposure(query, points, weights, sigma, h)
+    bound = kernels.GRID_KERNEL_ERROR * _peak_weight(weights, sigma, h) + 1e-12
+    assert (np.abs(got - expected) <= bound).all()
+    assert (got >= 0).all()
+
+
+def test_grid_exposures_of_several_terms_equal_each_term_alone() -> None:
+    rng = np.random.default_rng(5)
+    points = rng.uniform(0, 200_000, size=(400, 2))
+    query = rng.uniform(0, 200_000, size=(300, 2))
+    sigma = rng.choice([0.0, 3_000.0], size=400)
+    ages = rng.uniform(0, 400, size=400)
+    weights = [np.exp(-ages / d) for d in (7.0, 30.0, 365.0)]
+    bandwidths = [10_000.0, 10_000.0, 30_000.0]
+    together = kernels.gaussian_exposures(query, points, weights, sigma, bandwidths, method="grid")
+    for w, h, got in zip(weights, bandwidths, together, strict=True):
+        alone = kernels.gaussian_exposure(query, points, w, sigma, h, method="grid")
+        np.testing.assert_allclose(got, alone, rtol=1e-12, atol=1e-12)
+        exact = ref.gaussian_exposure(query, points, w, sigma, h)
+        assert np.abs(got - exact).max() <= kernels.GRID_KERNEL_ERROR * _peak_weight(w, sigma, h)
 
 
 # --- expected_within -----------------------------------------------------------------------
@@ -309,6 +380,136 @@ def test_expected_within_keeps_point_indices_across_sigma_groups() -> None:
     assert got[1] == got[3] == 1.0
     assert got[0] == pytest.approx(ref.within_probability([100.0], 5_000.0, 1_000.0)[0])
     assert got[2] == pytest.approx(ref.within_probability([300.0], 5_000.0, 1_000.0)[0])
+
+
+# --- expected_counts ----------------------------------------------------------------------
+
+
+def _reference_counts(
+    query: np.ndarray,
+    points: np.ndarray,
+    sigma: np.ndarray,
+    ages: np.ndarray,
+    radius: float,
+    intervals: list[tuple[float, float]],
+) -> list[np.ndarray]:
+    matrix = ref.distance_matrix(query, points)
+    prob = np.zeros_like(matrix)
+    for j in range(len(points)):
+        prob[:, j] = ref.within_probability(matrix[:, j], float(sigma[j]), radius)
+    return [prob[:, (ages >= lo) & (ages < hi)].sum(axis=1) for lo, hi in intervals]
+
+
+intervals_st = st.lists(
+    st.tuples(st.sampled_from([0.0, 7.0, 30.0]), st.sampled_from([7.0, 30.0, 90.0, 400.0])).filter(
+        lambda iv: iv[0] < iv[1]
+    ),
+    min_size=1,
+    max_size=3,
+)
+
+
+@FAST
+@given(
+    query=xy_arrays(max_n=15),
+    data=uncertain_points(),
+    ages=st.lists(st.floats(0.0, 500.0), min_size=40, max_size=40),
+    requests=st.lists(
+        st.tuples(st.sampled_from([1_000.0, 5_000.0, 25_000.0, 50_000.0]), intervals_st),
+        min_size=1,
+        max_size=3,
+        unique_by=lambda r: r[0],
+    ),
+)
+def test_expected_counts_multi_matches_numerical_integral(
+    query: np.ndarray,
+    data: tuple[np.ndarray, np.ndarray],
+    ages: list[float],
+    requests: list[tuple[float, list[tuple[float, float]]]],
+) -> None:
+    points, sigma = data
+    age = np.array(ages[: len(points)])
+    matrix = ref.distance_matrix(query, points)
+    for radius, _ in requests:  # exact points right at a radius may fall either way
+        assume(bool((np.abs(matrix[:, sigma == 0] - radius) > BOUNDARY_M).all()))
+    got = kernels.expected_counts_multi(query, points, sigma, age, requests)
+    assert len(got) == len(requests)
+    for (radius, intervals), sums in zip(requests, got, strict=True):
+        expected = _reference_counts(query, points, sigma, age, radius, intervals)
+        alone = kernels.expected_counts(query, points, sigma, radius, age, intervals)
+        assert len(sums) == len(intervals)
+        for total, exp, single in zip(sums, expected, alone, strict=True):
+            assert total.shape == (len(query),)
+            # Pairs with p <= 1e-9 are left out; the reference integral is good to ~1e-9.
+            np.testing.assert_allclose(total, exp, rtol=1e-7, atol=1e-7 * max(len(points), 1))
+            np.testing.assert_allclose(total, single, rtol=1e-12, atol=1e-12)
+
+
+def test_expected_counts_multi_at_scale_matches_brute_force() -> None:
+    """Enough pairs for the tabulated Rice CDF, several blocks of queries, radii with
+    different reaches in one pass, and age bins counted from cumulative sums and rings."""
+    rng = np.random.default_rng(3)
+    query = rng.normal(0, 20_000, size=(3_000, 2))
+    points = rng.normal(0, 30_000, size=(500, 2))
+    sigma = rng.choice([0.0, 3_000.0, 500.0], size=500, p=[0.6, 0.3, 0.1])
+    ages = rng.uniform(0, 800, size=500)
+    requests = [
+        (5_000.0, [(0.0, 7.0), (0.0, 365.0), (0.0, 3650.0)]),
+        (25_000.0, [(0.0, 30.0), (0.0, 365.0)]),
+        (50_000.0, [(0.0, 90.0), (90.0, 365.0)]),
+    ]
+    got = kernels.expected_counts_multi(query, points, sigma, ages, requests)
+    d = ref.distance_matrix(query, points)
+    for (radius, intervals), sums in zip(requests, got, strict=True):
+        prob = np.where(d <= radius, 1.0, 0.0)
+        for s in (3_000.0, 500.0):
+            cols = sigma == s
+            prob[:, cols] = rice.cdf(radius / s, d[:, cols] / s)
+        prob[prob <= 1e-9] = 0.0
+        for (lo, hi), total in zip(intervals, sums, strict=True):
+            expected = prob[:, (ages >= lo) & (ages < hi)].sum(axis=1)
+            np.testing.assert_allclose(total, expected, rtol=1e-10, atol=1e-9)
+
+
+def test_expected_counts_without_points_queries_or_intervals() -> None:
+    q = np.zeros((2, 2))
+    none = np.zeros((0, 2))
+    got = kernels.expected_counts_multi(q, none, np.zeros(0), np.zeros(0), [(1_000.0, [(0, 7)])])
+    assert [t.tolist() for t in got[0]] == [[0.0, 0.0]]
+    got = kernels.expected_counts_multi(none, q, np.zeros(2), np.zeros(2), [(1_000.0, [(0, 7)])])
+    assert got[0][0].shape == (0,)
+    got = kernels.expected_counts_multi(q, q, np.zeros(2), np.zeros(2), [(1_000.0, [])])
+    assert got == [[]]
+
+
+# --- points_in_boxes -----------------------------------------------------------------------
+
+
+@FAST
+@given(
+    # Coordinates on a coarse lattice, so that many points lie exactly on box edges.
+    points=hnp.arrays(
+        np.float64, st.tuples(st.integers(0, 40), st.just(2)), elements=st.integers(0, 20)
+    ),
+    boxes=st.lists(
+        st.tuples(st.integers(0, 20), st.integers(0, 20), st.integers(0, 8), st.integers(0, 8)),
+        max_size=25,
+    ),
+)
+def test_points_in_boxes_matches_brute_force(
+    points: np.ndarray, boxes: list[tuple[int, int, int, int]]
+) -> None:
+    bounds = np.array([(x, y, x + w, y + h) for x, y, w, h in boxes], dtype=float).reshape(-1, 4)
+    if len(bounds):
+        bounds[::5] = np.nan  # empty geometries have no bounds
+    qi, bi = kernels.points_in_boxes(points, bounds)
+    expected = [
+        (i, j)
+        for i, (x, y) in enumerate(points)
+        for j, (x0, y0, x1, y1) in enumerate(bounds)
+        if x0 <= x <= x1 and y0 <= y <= y1
+    ]
+    assert list(zip(qi.tolist(), bi.tolist(), strict=True)) == expected  # sorted
 
 
 # --- group_min -----------------------------------------------------------------------------

@@ -72,6 +72,7 @@ PHYSICAL_METHODS = frozenset(
     {"explosive_gas", "explosive_solid", "explosive_unspecified", "ram_raid"}
 )
 URBAN_DENSITY, INTERMEDIATE_DENSITY = 1_500.0, 300.0
+TREND_RADIUS_M, LAST_ATTACK_RADIUS_M = 50_000.0, 5_000.0
 ATM_COLUMNS = ("atm_pk", "lon", "lat")
 INCIDENT_COLUMNS = ("lon", "lat", "occurred_from", "occurred_to", "geocode_precision", "method")
 
@@ -188,24 +189,29 @@ def _distance_to_layers(
     xy: FloatArray, layers: Sequence[PointLayer]
 ) -> tuple[FloatArray, npt.NDArray[np.object_]]:
     """Nearest distance over point layers; missing where no layer covers the machine."""
-    best = np.full(len(xy), np.inf)
-    label = np.full(len(xy), None, dtype=object)
     covered = np.zeros(len(xy), dtype=bool)
     for layer in layers:
-        dist, idx = kernels.nearest(xy, layer.xy)
-        better = dist < best
-        best[better] = dist[better]
-        if layer.labels is not None and len(layer.labels):
-            labels = np.asarray(layer.labels, dtype=object)
-            label[better] = labels[idx[better]]
-        else:
-            label[better] = None
         if layer.coverage is None:
             covered[:] = True
         else:
             covered |= shapely.contains_xy(layer.coverage, xy[:, 0], xy[:, 1])
-    distance = np.where(covered & np.isfinite(best), best, np.nan)
-    label[~covered] = None
+    todo = np.flatnonzero(covered)  # only these are looked up
+    sub = xy[todo]
+    best = np.full(len(sub), np.inf)
+    best_label = np.full(len(sub), None, dtype=object)
+    for layer in layers:
+        dist, idx = kernels.nearest(sub, layer.xy)
+        better = dist < best
+        best[better] = dist[better]
+        if layer.labels is not None and len(layer.labels):
+            labels = np.asarray(layer.labels, dtype=object)
+            best_label[better] = labels[idx[better]]
+        else:
+            best_label[better] = None
+    distance = np.full(len(xy), np.nan)
+    distance[todo] = np.where(np.isfinite(best), best, np.nan)
+    label = np.full(len(xy), None, dtype=object)
+    label[todo] = best_label
     return distance, label
 
 
@@ -220,22 +226,21 @@ def _population_density(
 ) -> tuple[FloatArray, npt.NDArray[np.object_]]:
     density = np.full(len(xy), np.nan)
     source = np.full(len(xy), None, dtype=object)
-    points = shapely.points(xy)
     for layer in context.population:
         todo = np.flatnonzero(np.isnan(density))
         if not len(todo):
             break
-        tree = shapely.STRtree(layer.geometries)
         # Candidates by bounding box, then the point-in-polygon test on prepared polygons
         # (the same test as predicate="covered_by": a point on an edge belongs to the area;
         # much faster for many points).
-        point_idx, poly_idx = tree.query(points[todo])
+        point_idx, poly_idx = kernels.points_in_boxes(xy[todo], shapely.bounds(layer.geometries))
         shapely.prepare(layer.geometries)
         inside = shapely.intersects_xy(
             layer.geometries[poly_idx], xy[todo[point_idx], 0], xy[todo[point_idx], 1]
         )
         point_idx, poly_idx = point_idx[inside], poly_idx[inside]
-        # A point on a shared boundary matches twice; keep its first polygon.
+        # A point on a shared boundary matches twice; keep its first polygon (pairs are
+        # sorted by point, then polygon).
         first = np.unique(point_idx, return_index=True)[1]
         hit = todo[point_idx[first]]
         density[hit] = layer.density_per_km2[poly_idx[first]]
@@ -275,18 +280,32 @@ def _codes(values: pd.Series, key: Callable[[object], object]) -> tuple[list[int
     return codes, firsts
 
 
+def _identical(values: pd.Series) -> tuple[npt.NDArray[np.intp], list[object]]:
+    """Codes of identical objects (the same object, by ``id``) and one object per code:
+    machines often share one schedule or measures object (one per distinct value when
+    read in bulk), which is then looked at once instead of once per machine. The loop over
+    the machines runs in C (``map(id, ...)`` and a hash table)."""
+    objects = np.asarray(values.to_numpy(dtype=object), dtype=object)
+    ids = np.fromiter(map(id, objects), dtype=np.int64, count=len(objects))
+    codes, unique_ids = pd.factorize(ids)
+    first = np.empty(len(unique_ids), dtype=np.intp)
+    first[codes[::-1]] = np.arange(len(codes) - 1, -1, -1)  # the first machine of each
+    return codes.astype(np.intp, copy=False), list(objects[first])
+
+
 def _hours_key(hours: object) -> object:
     return tuple(hours.items()) if isinstance(hours, dict) else None
 
 
 def _hours_per_week_all(values: pd.Series) -> FloatArray:
     """:func:`_hours_per_week` of each value; equal weekly schedules are parsed once."""
+    objects, distinct = _identical(values)
     try:
-        codes, firsts = _codes(values, _hours_key)
+        codes, firsts = _codes(pd.Series(distinct, dtype=object), _hours_key)
     except TypeError:  # unhashable values
-        return np.array([_hours_per_week(h) for h in values], dtype=float)
+        codes, firsts = list(range(len(distinct))), distinct
     per_code = np.array([_hours_per_week(h) for h in firsts], dtype=float)
-    return per_code[np.asarray(codes, dtype=np.intp)] if len(codes) else np.zeros(0)
+    return per_code[np.asarray(codes, dtype=np.intp)][objects] if len(objects) else np.zeros(0)
 
 
 def _hours_per_week(hours: object) -> float:
@@ -312,16 +331,17 @@ def _measure_flags(hardening: pd.Series) -> dict[str, FloatArray]:
         )
 
     names = ("hardening_measures_n", "has_cash_protection", "has_gas_neutraliser", "has_bollards")
+    objects, distinct = _identical(hardening)
     try:
         codes, firsts = _codes(
-            hardening,
+            pd.Series(distinct, dtype=object),
             lambda h: (type(h), tuple(h)) if isinstance(h, (list, tuple, set)) else None,
         )
     except TypeError:  # unhashable measures: one by one
-        codes, firsts = list(range(len(hardening))), list(hardening)
+        codes, firsts = list(range(len(distinct))), distinct
     table = np.array([flags(h) for h in firsts], dtype=float).reshape(-1, 4)
-    rows = table[np.asarray(codes, dtype=np.intp)]
-    return {name: np.ascontiguousarray(rows[:, i]) for i, name in enumerate(names)}
+    per_machine = np.asarray(codes, dtype=np.intp)[objects]
+    return {name: table[:, i].take(per_machine) for i, name in enumerate(names)}
 
 
 def static_features(
@@ -388,18 +408,22 @@ def dynamic_features(
         cols[exposure_column(radius, days)] = total
 
     windows = list(config.count_windows)
-    needed_radii = sorted({r for r, _ in windows} | {50_000.0, 5_000.0})
-    for radius in needed_radii:
-        # Expected counts per age interval, block by block (only the ages that matter).
+    radii = sorted({r for r, _ in windows} | {TREND_RADIUS_M, LAST_ATTACK_RADIUS_M})
+    # Expected counts per age interval; one call for all radii, so that the pairs of each
+    # uncertain incident are found once for all of them.
+    requests: list[tuple[float, list[tuple[float, float]]]] = []
+    for radius in radii:
         intervals = [(0.0, float(days)) for r, days in windows if r == radius]
-        if radius == 50_000.0:
+        if radius == TREND_RADIUS_M:
             intervals += [(0.0, 90.0), (90.0, 365.0)]
-        sums = kernels.expected_counts(xy, inc.xy, inc.sigma, radius, inc.age_days, intervals)
+        requests.append((radius, intervals))
+    all_sums = kernels.expected_counts_multi(xy, inc.xy, inc.sigma, inc.age_days, requests)
+    for radius, sums in zip(radii, all_sums, strict=True):
         for (r, days), total in zip(
             [(r, d) for r, d in windows if r == radius], sums, strict=False
         ):
             cols[count_column(r, days)] = total
-        if radius == 50_000.0:
+        if radius == TREND_RADIUS_M:
             last_90, prev = sums[-2], sums[-1]
             # Rates per day, each with the same prior of 0.5 attacks a year, so that no
             # activity at all gives a trend of exactly 0.
@@ -407,12 +431,9 @@ def dynamic_features(
             cols["regional_trend_50km_log_ratio"] = np.log(last_90 / 90 + prior) - np.log(
                 prev / 275 + prior
             )
-        if radius == 5_000.0:
-            # An uncertain incident counts when it lay within 5 km with probability >= 0.5.
-            nearest = kernels.likely_min(xy, inc.xy, inc.sigma, radius, inc.age_days)
-            cols["days_since_last_attack_within_5km"] = np.where(
-                np.isfinite(nearest), nearest, np.nan
-            )
+    # An uncertain incident counts when it lay within 5 km with probability >= 0.5.
+    nearest = kernels.likely_min(xy, inc.xy, inc.sigma, LAST_ATTACK_RADIUS_M, inc.age_days)
+    cols["days_since_last_attack_within_5km"] = np.where(np.isfinite(nearest), nearest, np.nan)
     # Attacks on the machine itself (linked incidents).
     pk = atms["atm_pk"].to_numpy()
     linked = ~np.isnan(inc.atm_pk)
@@ -454,11 +475,14 @@ def build_features(
     spatial = spatial_static_features(xy[order], context)
     dynamic = dynamic_features(atms[["atm_pk"]].iloc[order], xy[order], inc, config)
     columns = (
-        {name: np.asarray(values)[inverse] for name, values in spatial.items()}
+        {name: np.asarray(values).take(inverse) for name, values in spatial.items()}
         | machine_attributes(atms)
-        | {name: np.asarray(values)[inverse] for name, values in dynamic.items()}
+        | {name: np.asarray(values).take(inverse) for name, values in dynamic.items()}
     )
-    table = pd.DataFrame(columns, index=pd.Index(atms["atm_pk"].to_numpy(), name="atm_pk"))
+    # Every column is a new array: no copy (and no consolidation into one block).
+    table = pd.DataFrame(
+        columns, index=pd.Index(atms["atm_pk"].to_numpy(), name="atm_pk"), copy=False
+    )
     table.attrs["as_of"] = as_of.isoformat()
     table.attrs["missing_layers"] = list(context.missing_layers)
     return table
