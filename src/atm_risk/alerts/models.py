@@ -74,6 +74,42 @@ class Alert(Base):
     acknowledged_by: Mapped[str | None] = mapped_column(String(200))
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
+    @classmethod
+    def new(
+        cls,
+        *,
+        kind: AlertKind,
+        severity: Severity,
+        status: AlertStatus,
+        dedup_key: str,
+        title: str,
+        now: datetime,
+        region: str | None = None,
+        payload: dict[str, Any] | None = None,
+        operator_codes: list[str] | None = None,
+        incident_pk: int | None = None,
+        run_id: int | None = None,
+        last_event_at: datetime | None = None,
+    ) -> Alert:
+        """A first version of an alert, as every rule opens one."""
+        return cls(
+            kind=kind,
+            severity=severity,
+            status=status,
+            dedup_key=dedup_key,
+            region=region,
+            title=title,
+            version=1,
+            payload=payload or {},
+            operator_codes=operator_codes or [],
+            incident_pk=incident_pk,
+            run_id=run_id,
+            created_at=now,
+            updated_at=now,
+            last_event_at=last_event_at or now,
+            repeats_sent=0,
+        )
+
 
 class Delivery(Base):
     __tablename__ = "deliveries"

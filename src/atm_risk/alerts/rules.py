@@ -294,21 +294,18 @@ def gang_active(
     operators = sorted({m["operator"] for m in machines})
     bucket = _bucket(incident.occurred_from, cfg.group_window_hours)
     if alert is None:
-        alert = Alert(
+        alert = Alert.new(
             kind=AlertKind.GANG_ACTIVE,
             severity=severity,
             status=AlertStatus.FIRING,
             dedup_key=f"gang_active:{region_key}:{bucket}",
-            region=region_key,
             title=f"Gang active near {view['place']} ({region_key})",
-            version=1,
+            now=now,
+            region=region_key,
             payload={"incidents": [view]},
             operator_codes=operators,
             incident_pk=incident.id,
-            created_at=now,
-            updated_at=now,
             last_event_at=incident.occurred_from,
-            repeats_sent=0,
         )
         try:
             with session.begin_nested():
@@ -532,21 +529,16 @@ def risk_change(
         if any(c["new_action"] == "temporary_shutdown" for c in changes)
         else Severity.WARNING
     )
-    alert = Alert(
+    alert = Alert.new(
         kind=AlertKind.RISK_CHANGE,
         severity=severity,
         status=AlertStatus.RESOLVED,
         dedup_key=f"risk_change:run:{run.id}",
-        region=None,
         title=f"{len(changes)} machine(s) changed risk or action in run {run.id}",
-        version=1,
+        now=now,
         payload={"run_id": run.id, "changes": changes[:500]},
         operator_codes=sorted({c["operator"] for c in changes}),
         run_id=run.id,
-        created_at=now,
-        updated_at=now,
-        last_event_at=now,
-        repeats_sent=0,
     )
     session.add(alert)
     session.flush()

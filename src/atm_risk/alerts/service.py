@@ -211,20 +211,14 @@ def pipeline_health(
     dedup = f"pipeline_health:{key}"
     alert = session.scalar(select(Alert).where(Alert.dedup_key == dedup))
     if alert is None:
-        alert = Alert(
+        alert = Alert.new(
             kind=AlertKind.PIPELINE_HEALTH,
             severity=Severity.WARNING,
             status=AlertStatus.FIRING,
             dedup_key=dedup,
-            region=None,
             title=title,
-            version=1,
+            now=now,
             payload={"lines": [line]},
-            operator_codes=[],
-            created_at=now,
-            updated_at=now,
-            last_event_at=now,
-            repeats_sent=0,
         )
         session.add(alert)
         session.flush()
@@ -408,21 +402,16 @@ def build_digests(
             return []  # this period's digest exists already (a second scheduler, a rerun)
         run = latest_run(session)
         items = ranking(session, run) if run is not None else []
-        alert = Alert(
+        alert = Alert.new(
             kind=AlertKind.DIGEST,
             severity=Severity.INFO,
             status=AlertStatus.RESOLVED,
             dedup_key=key,
-            region=None,
             title=f"{period.capitalize()} digest {local_day}",
-            version=1,
+            now=now,
             payload={"run_id": run.id if run else None, "period": period},
             operator_codes=sorted({i.operator_code for i in items}),
             run_id=run.id if run else None,
-            created_at=now,
-            updated_at=now,
-            last_event_at=now,
-            repeats_sent=0,
         )
         session.add(alert)
         session.flush()
