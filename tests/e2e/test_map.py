@@ -30,18 +30,16 @@ from atm_risk.alerts.models import Alert
 from atm_risk.alerts.service import report_incident, score_and_alert
 from atm_risk.api import web
 from atm_risk.api.app import create_app
-from atm_risk.areas.service import ingest_area
 from atm_risk.atms.models import Atm
 from atm_risk.clock import FrozenClock
 from atm_risk.config import Settings
 from atm_risk.incidents.models import Incident
-from atm_risk.ingest.run import ingest_atms
 from atm_risk.risk.models import RiskScore
 from atm_risk.risk.service import latest_run
-from atm_risk.tenancy.keys import create_key
 from atm_risk.tenancy.models import Operator
+from tests import two_banks
 from tests.api_server import serve
-from tests.conftest import DATA, REPO
+from tests.conftest import REPO
 
 pytestmark = pytest.mark.browser
 
@@ -106,19 +104,7 @@ def site(sessions: sessionmaker[Session], database_url: str, write: Any) -> Iter
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     clock = FrozenClock(now)
     settings = Settings(database_url=database_url, model_path=None)
-    ingest_atms(sessions, path=write("a.csv", ATMS), clock=clock)
-    ingest_area(
-        sessions,
-        name="nl_provinces",
-        path=DATA / "nl_admin_cbs/provincies_2022.geojson",
-        clock=clock,
-    )
-    ingest_area(
-        sessions,
-        name="nl_vild_points",
-        path=DATA / "motorway_access_nl_vild/vild_point_locations.csv.gz",
-        clock=clock,
-    )
+    two_banks.load(sessions, clock, write, motorway=True, atms=ATMS)
     # an attack on bank B's machine (bank A must not see it) and one on no machine (public)
     for fields in (
         {"operator": "BankB", "atm_id": "B-UTR-1", "method": "explosive_solid"},
@@ -127,11 +113,7 @@ def site(sessions: sessionmaker[Session], database_url: str, write: Any) -> Iter
         fields["occurred_at"] = (now - timedelta(hours=2)).isoformat()
         report_incident(sessions, settings, clock, fields, send=False)
     score_and_alert(sessions, settings, clock, send=False)
-    keys: dict[str, str] = {}
-    with sessions.begin() as s:
-        keys["bank_a"], _ = create_key(s, role="bank", tenant="banka", now=now)
-        keys["operator"], _ = create_key(s, role="operator", now=now)
-        keys["police"], _ = create_key(s, role="police", regions=["Utrecht"], now=now)
+    keys = two_banks.keys(sessions, now, "bank_a", "operator", "police")
     app = create_app(settings, clock=clock)
     web.install(app)
     with serve(app) as client:

@@ -17,23 +17,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from atm_risk.alerts.service import report_incident, score_and_alert
 from atm_risk.api.app import create_app
-from atm_risk.areas.service import ingest_area
 from atm_risk.clock import FrozenClock
 from atm_risk.config import Settings
-from atm_risk.ingest.run import ingest_atms
 from atm_risk.tenancy.keys import create_key, revoke
 from atm_risk.tenancy.models import AuditEntry
+from tests import two_banks
 from tests.api_server import serve
-from tests.conftest import DATA
 
-# Bank A in Utrecht and Groningen, bank B in Utrecht. Ids that cannot appear by chance.
-ATMS = (
-    "atm_id,operator,lat,lon,site_type,night_closure,country\n"
-    "A-UTR-1,BankA,52.0907,5.1214,free_standing,false,NL\n"
-    "A-GRO-1,BankA,53.2194,6.5665,shop,false,NL\n"
-    "B-UTR-1,BankB,52.0930,5.1100,shop,false,NL\n"
-    "B-UTR-2,BankB,52.1000,5.1300,wall,false,NL\n"
-)
 NOW = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 B_MARKERS = ("bankb", "B-UTR-1", "B-UTR-2")
 
@@ -44,13 +34,7 @@ def api(
 ) -> Iterator[tuple[httpx.Client, dict[str, str], dict[str, Any]]]:
     clock = FrozenClock(NOW)
     settings = Settings(database_url=database_url, model_path=None)
-    ingest_atms(sessions, path=write("a.csv", ATMS), clock=clock)
-    ingest_area(
-        sessions,
-        name="nl_provinces",
-        path=DATA / "nl_admin_cbs/provincies_2022.geojson",
-        clock=clock,
-    )
+    two_banks.load(sessions, clock, write, motorway=False)
     score_and_alert(sessions, settings, clock, send=False)
     # an attack on bank B's machine, reported by bank B: a gang_active alert in Utrecht
     report_incident(
@@ -66,12 +50,8 @@ def api(
     )
     clock.advance(timedelta(minutes=10))
     score_and_alert(sessions, settings, clock, send=False)
-    keys: dict[str, str] = {}
+    keys = two_banks.keys(sessions, NOW, "bank_a", "bank_b", "police", "operator")
     with sessions.begin() as s:
-        keys["bank_a"], _ = create_key(s, role="bank", tenant="banka", now=NOW)
-        keys["bank_b"], _ = create_key(s, role="bank", tenant="bankb", now=NOW)
-        keys["police"], _ = create_key(s, role="police", regions=["Utrecht"], now=NOW)
-        keys["operator"], _ = create_key(s, role="operator", now=NOW)
         keys["revoked"], row = create_key(s, role="operator", now=NOW)
         revoke(s, row.prefix, NOW)
     with serve(create_app(settings, clock=clock)) as client:

@@ -22,25 +22,17 @@ from sqlalchemy.orm import Session, sessionmaker
 from atm_risk.alerts.service import report_incident, score_and_alert
 from atm_risk.api import web
 from atm_risk.api.app import create_app
-from atm_risk.areas.service import ingest_area
 from atm_risk.atms.models import Atm
 from atm_risk.clock import FrozenClock
 from atm_risk.config import Settings
-from atm_risk.ingest.run import ingest_atms
-from atm_risk.tenancy.keys import create_key
 from atm_risk.tenancy.models import Operator
+from tests import two_banks
 from tests.api_server import serve
 from tests.conftest import DATA
 
-ATMS = (
-    "atm_id,operator,lat,lon,site_type,night_closure,country,address,city\n"
-    "A-UTR-1,BankA,52.0907,5.1214,free_standing,false,NL,Oudegracht 1,Utrecht\n"
-    "A-GRO-1,BankA,53.2194,6.5665,shop,false,NL,Grote Markt 2,Groningen\n"
-    "B-UTR-1,BankB,52.0930,5.1100,shop,false,NL,Vredenburg 3,Utrecht\n"
-    "B-UTR-2,BankB,52.1000,5.1300,wall,false,NL,Biltstraat 4,Utrecht\n"
-)
+ATMS = two_banks.ATMS
 NOW = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
-VILD = DATA / "motorway_access_nl_vild/vild_point_locations.csv.gz"
+VILD = two_banks.VILD
 LEAFLET = web.STATIC_DIR / web.LEAFLET
 
 
@@ -50,14 +42,7 @@ def site(
 ) -> Iterator[tuple[httpx.Client, dict[str, str]]]:
     clock = FrozenClock(NOW)
     settings = Settings(database_url=database_url, model_path=None)
-    ingest_atms(sessions, path=write("a.csv", ATMS), clock=clock)
-    ingest_area(
-        sessions,
-        name="nl_provinces",
-        path=DATA / "nl_admin_cbs/provincies_2022.geojson",
-        clock=clock,
-    )
-    ingest_area(sessions, name="nl_vild_points", path=VILD, clock=clock)
+    two_banks.load(sessions, clock, write, motorway=True)
     score_and_alert(sessions, settings, clock, send=False)
     report_incident(
         sessions,
@@ -72,12 +57,7 @@ def site(
     )
     clock.advance(timedelta(minutes=10))
     score_and_alert(sessions, settings, clock, send=False)
-    keys: dict[str, str] = {}
-    with sessions.begin() as s:
-        keys["bank_a"], _ = create_key(s, role="bank", tenant="banka", now=NOW)
-        keys["bank_b"], _ = create_key(s, role="bank", tenant="bankb", now=NOW)
-        keys["police"], _ = create_key(s, role="police", regions=["Utrecht"], now=NOW)
-        keys["operator"], _ = create_key(s, role="operator", now=NOW)
+    keys = two_banks.keys(sessions, NOW, "bank_a", "bank_b", "police", "operator")
     app = create_app(settings, clock=clock)
     web.install(app)
     web.install(app)  # idempotent: app.py may install it too

@@ -56,7 +56,7 @@ RowId = Annotated[int, PathParam(ge=1, le=2**31 - 1)]  # the database's integer 
 Offset = Annotated[int, Query(ge=0, le=10_000_000)]
 
 
-def _machine(atm: Atm, code: str, score: RiskScore | None, scope: Scope) -> dict[str, Any]:
+def machine_view(atm: Atm, code: str, score: RiskScore | None, scope: Scope) -> dict[str, Any]:
     out: dict[str, Any] = {
         "operator": code,
         "atm_id": atm.atm_id,
@@ -134,6 +134,20 @@ def _ranking_query(ctx: Any, db: Any, scope: Scope, run: RiskRun) -> Any:
     return scope_atms(query, scope, db, ctx)
 
 
+def machines_with_latest_score(ctx: Any, db: Any, scope: Scope) -> tuple[RiskRun | None, Any]:
+    """(latest run, query of (Atm, operator code, RiskScore or None)) scoped to ``scope``."""
+    run = latest_run(db)
+    query: Any = (
+        select(Atm, Operator.code, RiskScore)
+        .join(Operator, Atm.operator_id == Operator.id)
+        .outerjoin(
+            RiskScore,
+            (RiskScore.atm_pk == Atm.id) & (RiskScore.run_id == (run.id if run else -1)),
+        )
+    )
+    return run, scope_atms(query, scope, db, ctx)
+
+
 @router.get("/atms", summary="Machines the caller may see, with their latest risk")
 def list_atms(
     ctx: Ctx,
@@ -145,16 +159,7 @@ def list_atms(
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> Response:
-    run = latest_run(db)
-    query: Any = (
-        select(Atm, Operator.code, RiskScore)
-        .join(Operator, Atm.operator_id == Operator.id)
-        .outerjoin(
-            RiskScore,
-            (RiskScore.atm_pk == Atm.id) & (RiskScore.run_id == (run.id if run else -1)),
-        )
-    )
-    query = scope_atms(query, scope, db, ctx)
+    run, query = machines_with_latest_score(ctx, db, scope)
     if band is not None:
         query = query.where(RiskScore.risk_band == str(band))
     if action is not None:
@@ -169,7 +174,7 @@ def list_atms(
             "total": total,
             "limit": limit,
             "offset": offset,
-            "items": [_machine(atm, code, score, scope) for atm, code, score in rows],
+            "items": [machine_view(atm, code, score, scope) for atm, code, score in rows],
         }
     )
 
@@ -198,7 +203,7 @@ def get_atm(
         .limit(100)
     ).all()
     latest = history[0][0] if history else None
-    out = _machine(atm, code, latest, scope)
+    out = machine_view(atm, code, latest, scope)
     out["history"] = [
         {
             "run_id": run.id,

@@ -26,21 +26,18 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from atm_risk import __version__
-from atm_risk.api.deps import DB, Ctx, Principal, scope_atms
-from atm_risk.api.routes import _machine
+from atm_risk.api.deps import DB, Ctx, Principal
+from atm_risk.api.routes import machine_view, machines_with_latest_score
 from atm_risk.areas.service import load_layer
 from atm_risk.atms.models import Atm
 from atm_risk.incidents.models import AttackMethod, Outcome
 from atm_risk.incidents.schemas import COUNTRY_ZONES
 from atm_risk.regions import layer_stamps
 from atm_risk.risk.models import RiskScore
-from atm_risk.risk.service import latest_run
 from atm_risk.tenancy.keys import Scope
-from atm_risk.tenancy.models import Operator
 
 HERE = Path(__file__).resolve().parent
 STATIC_DIR = HERE / "static"
@@ -148,7 +145,7 @@ def _texts(items: list[dict[str, Any]] | None) -> list[str]:
 
 def _map_feature(atm: Atm, code: str, score: RiskScore | None, scope: Scope) -> dict[str, Any]:
     # _machine is the API's one view of a machine: it drops money figures for police.
-    m = _machine(atm, code, score, scope)
+    m = machine_view(atm, code, score, scope)
     props: dict[str, Any] = {
         "id": f"{code}/{atm.atm_id}",
         "operator": code,
@@ -186,16 +183,7 @@ def _map_feature(atm: Atm, code: str, score: RiskScore | None, scope: Scope) -> 
     responses={200: {"content": {GEOJSON: {}}}},
 )
 def map_machines(ctx: Ctx, db: DB, scope: Principal) -> Response:
-    run = latest_run(db)
-    query: Any = (
-        select(Atm, Operator.code, RiskScore)
-        .join(Operator, Atm.operator_id == Operator.id)
-        .outerjoin(
-            RiskScore,
-            (RiskScore.atm_pk == Atm.id) & (RiskScore.run_id == (run.id if run else -1)),
-        )
-    )
-    query = scope_atms(query, scope, db, ctx)
+    run, query = machines_with_latest_score(ctx, db, scope)
     rows = db.execute(query.order_by(Atm.id)).all()
     features = [_map_feature(atm, code, score, scope) for atm, code, score in rows]
     doc = {
