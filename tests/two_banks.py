@@ -3,13 +3,15 @@ Groningen), the province boundaries, optionally the motorway access points, and 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from atm_risk.alerts.service import report_incident, score_and_alert
 from atm_risk.areas.service import ingest_area
-from atm_risk.clock import Clock
+from atm_risk.clock import Clock, FrozenClock
+from atm_risk.config import Settings
 from atm_risk.ingest.run import ingest_atms
 from atm_risk.tenancy.keys import create_key
 from tests.conftest import DATA
@@ -52,3 +54,24 @@ def keys(sessions: sessionmaker[Session], now: datetime, *names: str) -> dict[st
         for name in names:
             out[name], _ = create_key(s, now=now, **specs[name])
     return out
+
+
+def attack_on_bank_b(
+    sessions: sessionmaker[Session], settings: Settings, clock: FrozenClock
+) -> None:
+    """A published run; then an attack on bank B's machine B-UTR-1 half an hour ago, reported
+    by bank B (a gang_active alert in Utrecht); ten minutes later the next run."""
+    score_and_alert(sessions, settings, clock, send=False)
+    report_incident(
+        sessions,
+        settings,
+        clock,
+        {
+            "operator": "BankB",
+            "atm_id": "B-UTR-1",
+            "method": "explosive_solid",
+            "occurred_at": (clock.now() - timedelta(minutes=30)).isoformat(),
+        },
+    )
+    clock.advance(timedelta(minutes=10))
+    score_and_alert(sessions, settings, clock, send=False)

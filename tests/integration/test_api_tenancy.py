@@ -15,7 +15,6 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from atm_risk.alerts.service import report_incident, score_and_alert
 from atm_risk.api.app import create_app
 from atm_risk.clock import FrozenClock
 from atm_risk.config import Settings
@@ -35,21 +34,7 @@ def api(
     clock = FrozenClock(NOW)
     settings = Settings(database_url=database_url, model_path=None)
     two_banks.load(sessions, clock, write, motorway=False)
-    score_and_alert(sessions, settings, clock, send=False)
-    # an attack on bank B's machine, reported by bank B: a gang_active alert in Utrecht
-    report_incident(
-        sessions,
-        settings,
-        clock,
-        {
-            "operator": "BankB",
-            "atm_id": "B-UTR-1",
-            "method": "explosive_solid",
-            "occurred_at": (NOW - timedelta(minutes=30)).isoformat(),
-        },
-    )
-    clock.advance(timedelta(minutes=10))
-    score_and_alert(sessions, settings, clock, send=False)
+    two_banks.attack_on_bank_b(sessions, settings, clock)
     keys = two_banks.keys(sessions, NOW, "bank_a", "bank_b", "police", "operator")
     with sessions.begin() as s:
         keys["revoked"], row = create_key(s, role="operator", now=NOW)

@@ -10,7 +10,7 @@ import gzip
 import hashlib
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from html.parser import HTMLParser
 from typing import Any
 
@@ -19,7 +19,6 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from atm_risk.alerts.service import report_incident, score_and_alert
 from atm_risk.api import web
 from atm_risk.api.app import create_app
 from atm_risk.atms.models import Atm
@@ -43,20 +42,7 @@ def site(
     clock = FrozenClock(NOW)
     settings = Settings(database_url=database_url, model_path=None)
     two_banks.load(sessions, clock, write, motorway=True)
-    score_and_alert(sessions, settings, clock, send=False)
-    report_incident(
-        sessions,
-        settings,
-        clock,
-        {
-            "operator": "BankB",
-            "atm_id": "B-UTR-1",
-            "method": "explosive_solid",
-            "occurred_at": (NOW - timedelta(minutes=30)).isoformat(),
-        },
-    )
-    clock.advance(timedelta(minutes=10))
-    score_and_alert(sessions, settings, clock, send=False)
+    two_banks.attack_on_bank_b(sessions, settings, clock)
     keys = two_banks.keys(sessions, NOW, "bank_a", "bank_b", "police", "operator")
     app = create_app(settings, clock=clock)
     web.install(app)
