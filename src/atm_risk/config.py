@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -114,3 +114,53 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         model_config = SettingsConfigDict(toml_file=config_file)
 
     return _SettingsFromFile(**overrides)
+
+
+def reference() -> list[tuple[str, str, str, str]]:
+    """Every setting: (TOML key, environment variable, default, description), nested models
+    flattened (``alerts.smtp`` ...). docs/OPERATIONS.md carries this table; a test keeps the
+    two equal."""
+    rows: list[tuple[str, str, str, str]] = []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, info in model.model_fields.items():
+            key = f"{prefix}{name}"
+            default = info.get_default(call_default_factory=True)
+            models = [
+                t
+                for t in (info.annotation, *get_args(info.annotation))
+                if isinstance(t, type) and issubclass(t, BaseModel)
+            ]
+            if models and not isinstance(default, list):
+                if default is None:  # an optional block: say so, then its fields
+                    rows.append(
+                        (
+                            key,
+                            "ATM_RISK_" + key.upper().replace(".", "__"),
+                            "none",
+                            " ".join((info.description or "").split()),
+                        )
+                    )
+                walk(models[0], f"{key}.")
+                continue
+            if isinstance(default, BaseModel):
+                default = default.model_dump(mode="json")
+            elif isinstance(default, list) and default and isinstance(default[0], BaseModel):
+                default = f"{len(default)} entries (see the code)"
+            shown = (
+                "required" if info.is_required() else "none" if default is None else str(default)
+            )
+            env = "ATM_RISK_" + key.upper().replace(".", "__")
+            text = " ".join((info.description or "").split())
+            rows.append((key, env, shown.replace("|", "\\|"), text.replace("|", "\\|")))
+            if models:  # a list of blocks: each entry's fields
+                walk(models[0], f"{key}[].")
+
+    walk(Settings, "")
+    return rows
+
+
+def reference_markdown() -> str:
+    lines = ["| setting (TOML) | environment variable | default | meaning |", "|---|---|---|---|"]
+    lines += [f"| `{k}` | `{e}` | `{d}` | {t} |" for k, e, d, t in reference()]
+    return "\n".join(lines) + "\n"

@@ -24,7 +24,7 @@ class Measure(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: HardeningMeasure
+    name: HardeningMeasure = Field(description="dye_ink, glue, gas_neutraliser, bollards, ...")
     cost_eur: float = Field(gt=0, description="One-off cost per machine, installed.")
     lifetime_years: float = Field(gt=0, description="Years the measure lasts.")
     deterrence: float = Field(ge=0, le=1, description="Share of attacks no longer attempted.")
@@ -34,7 +34,7 @@ class Measure(BaseModel):
     site_types: tuple[SiteType, ...] | None = Field(
         None, description="Site types the measure applies to; None: all."
     )
-    note: str = ""
+    note: str = Field("", description="Where the figures come from.")
 
     @property
     def annual_cost_eur(self) -> float:
@@ -172,7 +172,12 @@ class DecisionSettings(BaseModel):
         description="Night closure is only recommended when at most this share of the "
         "machine's withdrawals happen at night (when the figure is known).",
     )
-    measures: list[Measure] = Field(default_factory=default_measures)
+    measures: list[Measure] = Field(
+        default_factory=default_measures,
+        description="The hardening measure catalogue: name, cost, lifetime, deterrence, cash "
+        "and damage protection, group, site types ([[decisions.measures]] in TOML; the "
+        "defaults are judgements documented in decisions/settings.py).",
+    )
     patrol_speed_kmh: float = Field(
         90.0, gt=0, description="Average speed of a police unit at night (straight line)."
     )

@@ -96,12 +96,18 @@ class SmtpConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
-    host: str = Field(min_length=1)
-    port: int = Field(ge=1, le=65535)
-    security: Literal["starttls", "tls", "none"] = "starttls"
-    username: str | None = None
-    password: SecretStr | None = None
-    timeout_s: float = Field(default=10.0, gt=0)
+    host: str = Field(min_length=1, description="The relay's host name.")
+    port: int = Field(ge=1, le=65535, description="587 for STARTTLS, 465 for implicit TLS.")
+    security: Literal["starttls", "tls", "none"] = Field(
+        "starttls",
+        description="starttls (required: a relay without it is a configuration error), tls "
+        "(implicit), or none (loopback only unless allow_plaintext).",
+    )
+    username: str | None = Field(None, description="AUTH user (only over TLS).")
+    password: SecretStr | None = Field(
+        None, description="AUTH password; never logged or shown. No default."
+    )
+    timeout_s: float = Field(default=10.0, gt=0, description="Seconds per SMTP operation.")
     from_address: str = Field(description="Envelope sender (MAIL FROM), where bounces go")
     ca_file: Path | None = Field(
         default=None,
