@@ -192,6 +192,22 @@ class Claimed:
     attempts: int
     token: str
 
+    @classmethod
+    def of(cls, d: Delivery, alert_kind: str, alert_created_at: datetime) -> Claimed:
+        """A claimed delivery row, ready to send (its claim token is the lease's owner)."""
+        return cls(
+            id=d.id,
+            channel=d.channel,
+            address=d.address,
+            message_id=d.message_id,
+            idempotency_key=d.idempotency_key,
+            content=d.content,
+            alert_kind=alert_kind,
+            alert_created_at=alert_created_at,
+            attempts=d.attempts,
+            token=d.claim_token or "",
+        )
+
 
 @dataclass
 class DispatchReport:
@@ -248,38 +264,13 @@ def claim(
             .where(Delivery.claim_token == token)
             .order_by(Delivery.id)
         ).all()
-        return [
-            Claimed(
-                id=d.id,
-                channel=d.channel,
-                address=d.address,
-                message_id=d.message_id,
-                idempotency_key=d.idempotency_key,
-                content=d.content,
-                alert_kind=str(kind),
-                alert_created_at=created,
-                attempts=d.attempts,
-                token=token,
-            )
-            for d, kind, created in rows
-        ]
+        return [Claimed.of(d, str(kind), created) for d, kind, created in rows]
 
 
 def claimed(rows: Sequence[Delivery], alert: Alert) -> list[Claimed]:
     """The rows ``enqueue`` wrote already claimed, ready for ``deliver``."""
     return [
-        Claimed(
-            id=d.id,
-            channel=d.channel,
-            address=d.address,
-            message_id=d.message_id,
-            idempotency_key=d.idempotency_key,
-            content=d.content,
-            alert_kind=str(alert.kind),
-            alert_created_at=alert.created_at,
-            attempts=d.attempts,
-            token=d.claim_token or "",
-        )
+        Claimed.of(d, str(alert.kind), alert.created_at)
         for d in rows
         if d.status == DeliveryStatus.SENDING and d.claim_token
     ]
