@@ -82,21 +82,6 @@ def report(
     )
 
 
-def _alert_row(a: Alert) -> dict[str, Any]:
-    return {
-        "id": a.id,
-        "kind": str(a.kind),
-        "severity": str(a.severity),
-        "status": str(a.status),
-        "region": a.region,
-        "title": a.title,
-        "version": a.version,
-        "updated_at": a.updated_at.isoformat(),
-        "acknowledged_by": a.acknowledged_by,
-        "acknowledged_at": a.acknowledged_at.isoformat() if a.acknowledged_at else None,
-    }
-
-
 @alerts_app.command("list")
 def alerts_list(
     ctx: typer.Context,
@@ -112,7 +97,7 @@ def alerts_list(
         query = select(Alert).order_by(Alert.updated_at.desc(), Alert.id.desc()).limit(limit)
         if kind is not None:
             query = query.where(Alert.kind == kind)
-        rows = [_alert_row(a) for a in session.scalars(query)]
+        rows = [a.summary() for a in session.scalars(query)]
     if as_json:
         out.print_json(json.dumps(rows))
         return
@@ -165,7 +150,7 @@ def alerts_show(ctx: typer.Context, alert_id: int) -> None:
             select(Delivery).where(Delivery.alert_id == alert_id).order_by(Delivery.id)
         ).all()
         doc = {
-            **_alert_row(alert),
+            **alert.summary(),
             "payload": alert.payload,
             "deliveries": [_delivery_row(d) for d in deliveries],
         }

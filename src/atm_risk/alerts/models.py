@@ -74,6 +74,22 @@ class Alert(Base):
     acknowledged_by: Mapped[str | None] = mapped_column(String(200))
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
+    def summary(self) -> dict[str, Any]:
+        """The alert as the CLI and the API show it (without its payload)."""
+        return {
+            "id": self.id,
+            "kind": str(self.kind),
+            "severity": str(self.severity),
+            "status": str(self.status),
+            "region": self.region,
+            "title": self.title,
+            "version": self.version,
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+            "acknowledged_by": self.acknowledged_by,
+            "acknowledged_at": self.acknowledged_at.isoformat() if self.acknowledged_at else None,
+        }
+
     @classmethod
     def new(
         cls,

@@ -443,26 +443,10 @@ def _change_regions(db: Any, ctx: Any, alert: Alert) -> set[str | None]:
     return {regions.get(c.get("atm_pk")) for c in alert.payload.get("changes", [])}
 
 
-def _alert(alert: Alert) -> dict[str, Any]:
-    return {
-        "id": alert.id,
-        "kind": str(alert.kind),
-        "severity": str(alert.severity),
-        "status": str(alert.status),
-        "region": alert.region,
-        "title": alert.title,
-        "version": alert.version,
-        "created_at": alert.created_at.isoformat(),
-        "updated_at": alert.updated_at.isoformat(),
-        "acknowledged_by": alert.acknowledged_by,
-        "acknowledged_at": alert.acknowledged_at.isoformat() if alert.acknowledged_at else None,
-    }
-
-
 @router.get("/alerts", summary="Alerts that concern the caller, newest first")
 def list_alerts(ctx: Ctx, db: DB, scope: Principal, limit: Limit = 100) -> dict[str, Any]:
     rows = db.scalars(select(Alert).order_by(Alert.updated_at.desc(), Alert.id.desc()).limit(5000))
-    items = [_alert(a) for a in rows if _alert_visible(db, ctx, scope, a)][:limit]
+    items = [a.summary() for a in rows if _alert_visible(db, ctx, scope, a)][:limit]
     return {"items": items}
 
 
@@ -475,7 +459,7 @@ def ack_alert(ctx: Ctx, db: DB, scope: Principal, alert_id: RowId) -> dict[str, 
     who = f"api key {scope.key_prefix} ({scope.role}{tenant})"
     with transaction(ctx.sessions, short=True) as s:
         done = acknowledge(s, alert_id, who, ctx.clock.now())
-        return _alert(done)
+        return done.summary()
 
 
 @router.get("/alerts/{alert_id}/ack", summary="Acknowledge through the signed link of a message")
@@ -495,7 +479,7 @@ def ack_link(
         raise HTTPException(403, str(exc)) from exc
     with transaction(ctx.sessions, short=True) as s:
         try:
-            return _alert(acknowledge(s, alert_id, f"{by} (signed link)", ctx.clock.now()))
+            return acknowledge(s, alert_id, f"{by} (signed link)", ctx.clock.now()).summary()
         except LookupError as exc:
             raise not_found("no such alert") from exc
 
