@@ -6,11 +6,16 @@ reports N incidents, C at a time, through the immediate path (`report_incident`,
 commits the incident, its gang_active alert and the deliveries in one transaction and then
 sends at once). Every incident is SIMULATED (labelled so in the database and the messages).
 
+With ``--api N`` the incidents go through the production path instead: ``POST
+/api/v1/incidents`` to the API served by uvicorn with N worker processes (as deployed), from
+C client threads; a message's latency then counts from the moment its report was sent.
+
 Prints one line per phase and, last, a JSON object: p50/p95/p99/max latency over every
 routed message, and the counts of messages lost (a delivery row with no message received)
 and duplicated (one Message-ID received twice).
 
     python benchmarks/alert_latency.py [--incidents 200] [--concurrency 20] [--database URL]
+                                       [--one-region] [--api WORKERS]
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ import csv
 import gzip
 import json
 import multiprocessing as mp
+import os
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,19 +39,24 @@ ROOT = Path(__file__).resolve().parents[1]
 GELDMAAT = ROOT / "data/geldmaat_atm_locations_nl/geldmaat_locations.csv.gz"
 sys.path.insert(0, str(ROOT))
 
+import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 from sqlalchemy import select  # noqa: E402
+from tests.api_server import free_port  # noqa: E402
 from tests.smtp_server import SmtpTestServer  # noqa: E402
 
 from atm_risk.alerts.channels import SmtpConfig  # noqa: E402
 from atm_risk.alerts.models import Delivery  # noqa: E402
-from atm_risk.alerts.service import report_incident  # noqa: E402
+from atm_risk.alerts.service import report_incident, warm  # noqa: E402
 from atm_risk.app import Context  # noqa: E402
 from atm_risk.areas.service import ingest_area  # noqa: E402
 from atm_risk.clock import SystemClock  # noqa: E402
 from atm_risk.config import Settings  # noqa: E402
+from atm_risk.db import transaction  # noqa: E402
+from atm_risk.incidents.models import Incident  # noqa: E402
 from atm_risk.ingest.run import ingest_atms  # noqa: E402
 from atm_risk.migrate import upgrade  # noqa: E402
+from atm_risk.tenancy.keys import create_key  # noqa: E402
 
 PROVINCES = (
     "Groningen",
@@ -122,6 +134,115 @@ def _received(log_file: Path) -> list[tuple[str, float]]:
     return [(mid, float(at)) for mid, at in rows]
 
 
+def attack(site: tuple[float, float]) -> dict:
+    """A SIMULATED explosive attack a minute ago at ``site`` (lat, lon)."""
+    return {
+        "occurred_at": (datetime.now(UTC) - timedelta(minutes=1)).isoformat(),
+        "lat": site[0],
+        "lon": site[1],
+        "method": "explosive_solid",
+        "simulated": True,
+    }
+
+
+def report_in_process(ctx: Context, settings: Settings, sites: list, n: int, c: int) -> dict:
+    """Report through ``report_incident`` from C threads of this process; returns the start
+    time of every delivery the reports wrote."""
+    warm(ctx.sessions, settings, ctx.clock)  # as a server does at start (API lifespan)
+    started: dict[int, float] = {}
+
+    def one(k: int) -> None:
+        t0 = time.time()
+        result = report_incident(
+            ctx.sessions,
+            settings,
+            ctx.clock,
+            {"incident_id": f"BENCH-{k}", "geocode_precision": "exact", **attack(sites[k])},
+        )
+        for delivery_id in result.deliveries:
+            started[delivery_id] = t0
+
+    with ThreadPoolExecutor(max_workers=c) as pool:
+        list(pool.map(one, range(n)))
+    return started
+
+
+def report_through_api(
+    ctx: Context, url: str, work: Path, port: int, sites: list, n: int, c: int, workers: int
+) -> dict:
+    """Report through POST /api/v1/incidents to uvicorn with ``workers`` processes."""
+    with transaction(ctx.sessions) as session:
+        key, _ = create_key(session, role="operator", now=ctx.clock.now(), label="benchmark")
+    api_port = free_port()
+    env = {
+        **os.environ,
+        "ATM_RISK_DATABASE_URL": url,
+        "ATM_RISK_MODEL_PATH": "",
+        "ATM_RISK_ALERTS__ROUTING_FILE": str(work / "routing.toml"),
+        "ATM_RISK_ALERTS__SMTP__HOST": "127.0.0.1",
+        "ATM_RISK_ALERTS__SMTP__PORT": str(port),
+        "ATM_RISK_ALERTS__SMTP__SECURITY": "none",
+        "ATM_RISK_ALERTS__SMTP__FROM_ADDRESS": "a@b.example",
+    }
+    server = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "uvicorn", "atm_risk.api.asgi:app"),
+            *("--host", "127.0.0.1", "--port", str(api_port), "--workers", str(workers)),
+            *("--log-level", "warning"),
+        ],
+        env=env,
+    )
+    base = f"http://127.0.0.1:{api_port}"
+    headers = {"Authorization": f"Bearer {key}"}
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.time() > deadline or server.poll() is not None:
+                raise RuntimeError("the API did not start")
+            time.sleep(0.1)
+        # (every worker warms its alert caches before it answers: the API's lifespan)
+        sent: dict[str, tuple[float, int | None]] = {}
+        local = __import__("threading").local()
+
+        def one(k: int) -> None:
+            if not hasattr(local, "client"):
+                local.client = httpx.Client(base_url=base, headers=headers, timeout=60)
+            t0 = time.time()
+            response = local.client.post(
+                "/api/v1/incidents",
+                json={"outcome": "loot", **attack(sites[k])},
+            )
+            response.raise_for_status()
+            body = response.json()
+            sent[body["incident"]["id"].split("/", 1)[1]] = (t0, body["alert_id"])
+
+        with ThreadPoolExecutor(max_workers=c) as pool:
+            list(pool.map(one, range(n)))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    # a report's deliveries: its alert's rows written in its transaction (same timestamp)
+    started: dict[int, float] = {}
+    with ctx.sessions() as session:
+        created = dict(
+            session.execute(
+                select(Incident.incident_id, Incident.created_at).where(
+                    Incident.incident_id.in_(list(sent))
+                )
+            ).all()
+        )
+        for delivery in session.scalars(select(Delivery)):
+            for incident_id, (t0, alert_id) in sent.items():
+                if delivery.alert_id == alert_id and delivery.created_at == created[incident_id]:
+                    started[delivery.id] = t0
+    return started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--incidents", type=int, default=200)
@@ -131,6 +252,13 @@ def main() -> None:
         "--one-region",
         action="store_true",
         help="worst case: all incidents in one province (one spree, one alert to update)",
+    )
+    parser.add_argument(
+        "--api",
+        type=int,
+        default=0,
+        metavar="WORKERS",
+        help="report through POST /api/v1/incidents to uvicorn with this many workers",
     )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="atm-risk-latency-"))
@@ -171,38 +299,23 @@ def main() -> None:
             path=ROOT / "data/nl_admin_cbs/provincies_2022.geojson",
             clock=ctx.clock,
         )
+        path = f"the API ({args.api} uvicorn workers)" if args.api else "report_incident"
         print(
-            f"database {url.split('://')[0]}, {args.incidents} SIMULATED incidents, "
-            f"{args.concurrency} at a time, SMTP relay (own process) on 127.0.0.1:{port}"
+            f"database {url.split('://')[0]}, {args.incidents} SIMULATED incidents through "
+            f"{path}, {args.concurrency} at a time, SMTP relay (own process) on 127.0.0.1:{port}"
         )
-        started: dict[int, float] = {}
-
-        def one(k: int) -> None:
-            when = datetime.now(UTC) - timedelta(minutes=1)
-            t0 = time.time()
-            result = report_incident(
-                ctx.sessions,
-                settings,
-                ctx.clock,
-                {
-                    "incident_id": f"BENCH-{k}",
-                    "occurred_at": when.isoformat(),
-                    "lat": sites[k][0],
-                    "lon": sites[k][1],
-                    "geocode_precision": "exact",
-                    "method": "explosive_solid",
-                    "simulated": True,
-                },
-            )
-            for delivery_id in result.deliveries:
-                started[delivery_id] = t0
-
         wall = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
-            list(pool.map(one, range(args.incidents)))
+        if args.api:
+            started = report_through_api(
+                ctx, url, work, port, sites, args.incidents, args.concurrency, args.api
+            )
+        else:
+            started = report_in_process(ctx, settings, sites, args.incidents, args.concurrency)
         wall = time.perf_counter() - wall
+        with ctx.sessions() as session:
+            expected = len(session.scalars(select(Delivery.id)).all())
         deadline = time.time() + 30
-        while time.time() < deadline and len(_received(log_file)) < len(started):
+        while time.time() < deadline and len(_received(log_file)) < expected:
             time.sleep(0.1)
         with ctx.sessions() as session:
             rows = session.scalars(select(Delivery)).all()
@@ -216,13 +329,22 @@ def main() -> None:
                 latencies.append(at - started[row.id])
         lost = sum(1 for r in rows if r.message_id not in received)
         duplicated = sum(n - 1 for n in received.values() if n > 1)
+        unattributed = sum(1 for r in rows if r.id not in started)
         ctx.close()
     finally:
         stop_file.touch()
         relay.join(timeout=10)
     ms = np.array(latencies) * 1000
+    if os.environ.get("LATENCY_TRACE"):
+        order = sorted((started[r.id], r.id) for r in rows if r.id in started)
+        at = dict(_received(log_file))
+        t_first = order[0][0]
+        for t0, pk in order:
+            mid = next(r.message_id for r in rows if r.id == pk)
+            print(f"start +{(t0 - t_first) * 1e3:7.0f} ms  latency {(at[mid] - t0) * 1e3:7.0f} ms")
     summary = {
         "database": url.split("://")[0],
+        "path": f"api:{args.api}_workers" if args.api else "in_process",
         "incidents": args.incidents,
         "scenario": "one_region" if args.one_region else "netherlands",
         "concurrency": args.concurrency,
@@ -234,6 +356,7 @@ def main() -> None:
         "latency_ms_max": round(float(ms.max()), 1) if len(ms) else None,
         "lost": lost,
         "duplicated": duplicated,
+        "unattributed": unattributed,
         "wall_s": round(wall, 2),
         "simulated": True,
     }

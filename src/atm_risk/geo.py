@@ -22,6 +22,11 @@ class CRSMismatchError(ValueError):
 
 
 @lru_cache(maxsize=32)
+def _is_projected(crs: str) -> bool:
+    return bool(CRS.from_user_input(crs).is_projected)
+
+
+@lru_cache(maxsize=32)
 def _transformer(src: str, dst: str) -> Transformer:
     return Transformer.from_crs(src, dst, always_xy=True)
 
@@ -30,7 +35,7 @@ def project(
     lon: npt.ArrayLike, lat: npt.ArrayLike, crs: str, *, source_crs: str = WGS84
 ) -> tuple[FloatArray, FloatArray]:
     """Project lon/lat (degrees) to ``crs``; returns x, y arrays in that CRS's units."""
-    if not CRS.from_user_input(crs).is_projected:
+    if not _is_projected(crs):
         raise CRSMismatchError(f"{crs} is not a projected CRS; distances need metres")
     x, y = _transformer(source_crs, crs).transform(
         np.asarray(lon, dtype=float), np.asarray(lat, dtype=float)

@@ -40,11 +40,18 @@ def _regions(session: Session, url: str, name: str, stamp: str) -> tuple[list[st
 
 
 def locate(
-    session: Session, settings: Settings, lon: float, lat: float
+    session: Session,
+    settings: Settings,
+    lon: float,
+    lat: float,
+    *,
+    stamps: dict[str, str] | None = None,
 ) -> tuple[str | None, str | None]:
-    """(province or state, country) containing the point, from the loaded area layers."""
+    """(province or state, country) containing the point, from the loaded area layers
+    (``stamps``: the caller's fresh :func:`layer_stamps`, to save a query)."""
     point = shapely.Point(lon, lat)
-    stamps = layer_stamps(session)
+    if stamps is None:
+        stamps = layer_stamps(session)
     for layer, country in REGION_LAYERS:
         stamp = stamps.get(layer)
         if stamp is None:

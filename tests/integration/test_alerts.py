@@ -466,3 +466,56 @@ receivers = ["ops-hook"]
         assert doc["version"] == "1"
         assert doc["kind"] == "gang_active"
         assert doc["data"]["incident"]["place"] == "Utrecht"
+
+
+def _counts(sessions: sessionmaker[Session]) -> tuple[int, int, int]:
+    from sqlalchemy import func
+
+    from atm_risk.incidents.models import Incident
+
+    with sessions() as s:
+        return (
+            s.scalar(select(func.count(Incident.id))) or 0,
+            s.scalar(select(func.count(Alert.id))) or 0,
+            s.scalar(select(func.count(Delivery.id))) or 0,
+        )
+
+
+def test_warming_a_process_runs_the_path_but_writes_and_sends_nothing(
+    sessions: sessionmaker[Session], setup: tuple[Settings, FrozenClock], smtp: SmtpTestServer
+) -> None:
+    from atm_risk.alerts.service import warm
+
+    settings, clock = setup
+    warm(sessions, settings, clock)
+    assert _counts(sessions) == (0, 0, 0)
+    assert smtp.messages == []
+    # and the first real report afterwards goes through as usual
+    result = report_incident(sessions, settings, clock, dict(ATTACK))
+    assert result.dispatch is not None
+    assert result.dispatch.sent == 4
+    assert _counts(sessions) == (1, 1, 4)
+
+
+def test_a_burst_beyond_the_admission_limit_is_queued_not_refused(
+    sessions: sessionmaker[Session], setup: tuple[Settings, FrozenClock], smtp: SmtpTestServer
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    settings, clock = setup
+    settings = settings.model_copy(
+        update={"alerts": settings.alerts.model_copy(update={"report_concurrency": 1})}
+    )
+    attacks = [
+        {**ATTACK, "lat": 52.0915 + k * 0.001, "incident_id": f"BURST-{k}"} for k in range(8)
+    ]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda a: report_incident(sessions, settings, clock, a), attacks))
+    # one spree: one alert, one version per attack, each version to the 4 recipients once
+    assert len({r.alert_id for r in results}) == 1
+    assert sum(r.dispatch.sent for r in results if r.dispatch) == 32
+    smtp.wait_for(32)
+    assert len({m.message_id for m in smtp.messages}) == 32
+    with sessions() as s:
+        alert = s.get_one(Alert, results[0].alert_id)
+        assert alert.version == 8

@@ -234,3 +234,18 @@ def test_healthz_tells_the_last_successful_run(api) -> None:  # type: ignore[no-
     assert doc["status"] == "ok"
     assert doc["last_successful_run"]["id"] >= 2
     assert json.dumps(doc)
+
+
+def test_a_drill_reported_through_the_api_is_labelled_simulated(api) -> None:  # type: ignore[no-untyped-def]
+    client, keys, _ = api
+    h = {"Authorization": f"Bearer {keys['operator']}"}
+    r = client.post(
+        "/api/v1/incidents",
+        json={"lat": 52.09, "lon": 5.12, "method": "ram_raid", "simulated": True},
+        headers=h,
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["incident"]["simulated"] is True
+    real = client.post("/api/v1/incidents", json={"lat": 52.09, "lon": 5.12}, headers=h)
+    assert real.status_code == 201
+    assert real.json()["incident"]["simulated"] is False

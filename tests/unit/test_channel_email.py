@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -464,3 +465,58 @@ def test_non_ascii_recipient_uses_smtputf8(plain: SmtpTestServer, clock: FrozenC
     [received] = plain.messages
     assert received.rcpt_tos == (recipient,)
     assert received.message["To"] == recipient
+
+
+# -- session reuse --------------------------------------------------------------------------
+
+
+def test_a_burst_reuses_one_session_over_starttls(
+    starttls: SmtpTestServer, clock: FrozenClock
+) -> None:
+    config = starttls.smtp_config()
+    ids = [f"<burst.{k}@alerts.atm-risk.test>" for k in range(3)]
+    for mid in ids:
+        result = send_email(message(clock, message_id=mid), RECIPIENT, config)
+        assert result.outcome is Outcome.SENT, result.detail
+    received = starttls.wait_for(3)
+    assert [m.message_id for m in received] == ids
+    assert all(m.tls and m.auth_login == USER for m in received)
+    assert len({m.peer for m in received}) == 1  # one connection, one TLS handshake
+
+
+def _connections(server: SmtpTestServer, clock: FrozenClock, n: int, **config: float) -> int:
+    """Send ``n`` messages (``pause`` seconds apart); how many connections carried them."""
+    pause = config.pop("pause", 0.0)
+    for k in range(n):
+        mid = f"<session.{k}@alerts.atm-risk.test>"
+        result = send_email(message(clock, message_id=mid), RECIPIENT, server.smtp_config(**config))
+        assert result.outcome is Outcome.SENT, result.detail
+        time.sleep(pause)
+    return len({m.peer for m in server.wait_for(n)})
+
+
+def test_without_keepalive_every_message_has_its_own_session(
+    plain: SmtpTestServer, clock: FrozenClock
+) -> None:
+    assert _connections(plain, clock, 3, keepalive_s=0) == 3
+
+
+def test_an_idle_session_dropped_by_the_relay_is_replaced_without_losing_the_message(
+    plain: SmtpTestServer, clock: FrozenClock
+) -> None:
+    config = plain.smtp_config()
+    first = "<idle.1@alerts.atm-risk.test>"
+    assert send_email(message(clock, message_id=first), RECIPIENT, config).outcome is (Outcome.SENT)
+    plain.restart()  # drops the idle session held for the next message
+    second = "<idle.2@alerts.atm-risk.test>"
+    result = send_email(message(clock, message_id=second), RECIPIENT, config)
+    assert result.outcome is Outcome.SENT, result.detail
+    received = plain.wait_for(2)
+    assert [m.message_id for m in received] == [first, second]
+    assert received[0].peer != received[1].peer
+
+
+def test_an_idle_session_older_than_keepalive_is_not_used(
+    plain: SmtpTestServer, clock: FrozenClock
+) -> None:
+    assert _connections(plain, clock, 2, keepalive_s=0.2, pause=0.3) == 2

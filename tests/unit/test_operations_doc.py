@@ -14,8 +14,7 @@ def test_the_reference_table_in_the_operations_guide_is_the_code_s() -> None:
     start = text.index("-->\n", text.index("<!-- settings-reference:start")) + len("-->\n")
     end = text.index("<!-- settings-reference:end -->")
     assert text[start:end] == reference_markdown(), (
-        "regenerate: python -c 'from atm_risk.config import reference_markdown; "
-        "print(reference_markdown())'"
+        "regenerate: python scripts/settings_reference.py"
     )
 
 

@@ -361,25 +361,27 @@ def record(
 ) -> list[DeliveryStatus | None]:
     """Store the outcomes (one transaction) of the rows this dispatcher still owns."""
     with transaction(sessions, short=True) as session:
+        ids = [item.id for item, _ in outcomes]
+        # locked (PostgreSQL), so a dispatcher that took over an expired lease cannot
+        # interleave between this check of the claim token and the write
+        query = select(Delivery).where(Delivery.id.in_(ids)).with_for_update()
+        rows = {r.id: r for r in session.scalars(query)}
         return [
-            _apply(session, item, result, settings=settings, now=now, on_failed=on_failed)
+            _apply(session, rows.get(item.id), item, result, settings, now, on_failed)
             for item, result in outcomes
         ]
 
 
 def _apply(
     session: Session,
+    row: Delivery | None,
     item: Claimed,
     result: DeliveryResult,
-    *,
     settings: AlertSettings,
     now: datetime,
     on_failed: Any,
 ) -> DeliveryStatus | None:
-    row = session.scalar(
-        select(Delivery).where(Delivery.id == item.id, Delivery.claim_token == item.token)
-    )
-    if row is None or row.status != DeliveryStatus.SENDING:
+    if row is None or row.claim_token != item.token or row.status != DeliveryStatus.SENDING:
         return None  # the lease was lost to another dispatcher; it records
     attempts = row.attempts + 1
     row.attempts = attempts

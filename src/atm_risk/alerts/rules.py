@@ -18,7 +18,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from scipy.spatial import cKDTree
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from atm_risk.alerts.ack import ack_link
 from atm_risk.alerts.models import Alert, AlertKind, AlertStatus, Delivery, Severity
@@ -73,8 +73,11 @@ _MOTORWAY_LAYERS = (
 )
 
 
-def _motorway(session: Session, settings: Settings) -> tuple[Any, list[str]]:
-    loaded = _layer_stamps(session)
+def _motorway(
+    session: Session, settings: Settings, loaded: dict[str, str] | None = None
+) -> tuple[Any, list[str]]:
+    if loaded is None:
+        loaded = _layer_stamps(session)
     stamps = tuple(str(loaded.get(name)) for name in _MOTORWAY_LAYERS)
     key = ("motorway", settings.database_url, settings.metric_crs, *stamps)
     if key not in _CACHE:
@@ -89,11 +92,17 @@ def _motorway(session: Session, settings: Settings) -> tuple[Any, list[str]]:
 
 
 def escape_routes(
-    session: Session, settings: Settings, x: float, y: float, n: int = MAX_ROUTES
+    session: Session,
+    settings: Settings,
+    x: float,
+    y: float,
+    n: int = MAX_ROUTES,
+    *,
+    stamps: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """The nearest motorway access points (exits, junctions) within the gang radius of a
     point in the metric CRS."""
-    tree, labels = _motorway(session, settings)
+    tree, labels = _motorway(session, settings, stamps)
     if tree is None:
         return []
     limit = settings.alerts.gang_radius_km * 1000
@@ -247,11 +256,26 @@ class Surroundings:
 
 
 def surroundings(session: Session, settings: Settings, lon: float, lat: float) -> Surroundings:
-    region, country = locate(session, settings, lon, lat)
+    stamps = _layer_stamps(session)
+    region, country = locate(session, settings, lon, lat, stamps=stamps)
     machines = machines_near(session, settings, lon, lat, settings.alerts.gang_radius_km * 1000)
     px, py = project([lon], [lat], settings.metric_crs)
-    routes = escape_routes(session, settings, float(px[0]), float(py[0]))
+    routes = escape_routes(session, settings, float(px[0]), float(py[0]), stamps=stamps)
     return Surroundings(region, country, machines, routes)
+
+
+def warm(sessions: sessionmaker[Session], settings: Settings) -> None:
+    """Build this process's caches for the immediate path (regions, machines, latest scores,
+    escape routes) before the first report needs them: a server calls this at start, so
+    the first attack after a restart is not the one that waits for them."""
+    for name in ("gang_active.txt.j2", "gang_active.html.j2"):
+        _env.get_template(name)  # compiled once per process
+    if settings.alerts.routing_file is not None and settings.alerts.routing_file.exists():
+        routing_of(settings)
+    with sessions() as session:
+        anchor = session.execute(select(Atm.lon, Atm.lat).limit(1)).first()
+        if anchor is not None:
+            surroundings(session, settings, float(anchor[0]), float(anchor[1]))
 
 
 def gang_active(

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import secrets
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,6 +26,7 @@ from atm_risk.alerts.models import (
 from atm_risk.alerts.outbox import DispatchReport, Rendered, enqueue
 from atm_risk.alerts.routing import Receiver, Target, targets
 from atm_risk.alerts.rules import (
+    Surroundings,
     escape_routes,
     gang_active,
     machines_near,
@@ -33,6 +35,7 @@ from atm_risk.alerts.rules import (
     routing_of,
     surroundings,
 )
+from atm_risk.alerts.rules import warm as warm_caches
 from atm_risk.areas.service import load_layer
 from atm_risk.atms.models import Atm
 from atm_risk.clock import Clock
@@ -79,6 +82,43 @@ def report_incident(
 ) -> ReportResult:
     """Store a reported incident and, in the same transaction, its gang_active alert and
     deliveries; then send them at once (no scheduler tick)."""
+    with _admission(settings.alerts.report_concurrency):
+        result, items = _store_report(sessions, settings, clock, fields, send=send)
+    if items:
+        report = outbox.deliver(
+            sessions,
+            items,
+            settings=settings.alerts,
+            clock=clock,
+            on_failed=delivery_failed(settings),
+        )
+        result = ReportResult(**{**result.__dict__, "dispatch": report})
+    return result
+
+
+_ADMISSION: dict[int, threading.Semaphore] = {}
+_ADMISSION_LOCK = threading.Lock()
+
+
+def _admission(limit: int) -> threading.Semaphore:
+    """Admission control for the immediate path: at most ``limit`` reports are prepared at
+    once per process; the others wait their turn (in arrival order)."""
+    with _ADMISSION_LOCK:
+        if limit not in _ADMISSION:
+            _ADMISSION[limit] = threading.Semaphore(limit)
+        return _ADMISSION[limit]
+
+
+def _store_report(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    clock: Clock,
+    fields: dict[str, Any],
+    *,
+    send: bool,
+) -> tuple[ReportResult, list[outbox.Claimed]]:
+    """The incident, its alert and its deliveries (claimed for sending when ``send``),
+    committed in one transaction."""
     now = clock.now()
     fields = {
         "incident_id": new_report_id(now),
@@ -113,40 +153,78 @@ def report_incident(
         raise ReportError("occurred_at: the attack cannot lie in the future")
     token = secrets.token_hex(16) if send else None
     with transaction(sessions, short=True) as session:
-        _, rejections = upsert_incidents(
-            session, records=[("report", record)], feed=REPORT_FEED, now=now
+        result, items = _write_report(session, settings, record, now, around, (lon, lat), token)
+    return result, items
+
+
+def _write_report(
+    session: Session,
+    settings: Settings,
+    record: IncidentRecord,
+    now: datetime,
+    around: Surroundings | None,
+    where: tuple[Any, Any],
+    token: str | None,
+) -> tuple[ReportResult, list[outbox.Claimed]]:
+    """In the caller's transaction: the incident, its gang_active alert, its deliveries."""
+    _, rejections = upsert_incidents(
+        session, records=[("report", record)], feed=REPORT_FEED, now=now
+    )
+    if rejections:
+        raise ReportError(rejections[0].reason)
+    incident = session.scalar(
+        select(Incident).where(
+            Incident.feed == REPORT_FEED, Incident.incident_id == record.incident_id
         )
-        if rejections:
-            raise ReportError(rejections[0].reason)
-        incident = session.scalar(
-            select(Incident).where(
-                Incident.feed == REPORT_FEED, Incident.incident_id == record.incident_id
-            )
+    )
+    assert incident is not None
+    if around is not None and (incident.lon, incident.lat) != where:
+        around = None  # located through its machine: read again inside
+    alert, rows = gang_active(
+        session, settings, incident, now=now, around=around, claim_token=token
+    )
+    items = outbox.claimed(rows, alert) if alert is not None else []
+    result = ReportResult(
+        incident_pk=incident.id,
+        incident_label=f"{REPORT_FEED}/{incident.incident_id}",
+        alert_id=alert.id if alert is not None else None,
+        deliveries=[r.id for r in rows if r.status != DeliveryStatus.SUPPRESSED],
+        dispatch=None,
+    )
+    return result, items
+
+
+def warm(sessions: sessionmaker[Session], settings: Settings, clock: Clock) -> None:
+    """Prepare this process for its first reported attack: build the caches of the
+    immediate path (regions, machines, scores, escape routes, templates, routing) and run
+    one SIMULATED report through it in a transaction that is rolled back, so that its SQL
+    is compiled too. A server calls this at start; nothing is written."""
+    warm_caches(sessions, settings)
+    with sessions() as session:
+        anchor = session.execute(
+            select(Atm.lon, Atm.lat).where(Atm.lon.is_not(None), Atm.lat.is_not(None)).limit(1)
+        ).first()
+        if anchor is None:
+            return
+        lon, lat = float(anchor[0]), float(anchor[1])
+        now = clock.now()
+        around = surroundings(session, settings, lon, lat)
+        record = IncidentRecord.model_validate(
+            {
+                "incident_id": f"warm-up-{secrets.token_hex(4)}",
+                "occurred_at": now.isoformat(),
+                "lon": lon,
+                "lat": lat,
+                "country": around.country,
+                "geocode_precision": "exact",
+                "method": "explosive_solid",
+                "simulated": True,
+            }
         )
-        assert incident is not None
-        if around is not None and (incident.lon, incident.lat) != (lon, lat):
-            around = None  # located through its machine: read again inside
-        alert, rows = gang_active(
-            session, settings, incident, now=now, around=around, claim_token=token
-        )
-        items = outbox.claimed(rows, alert) if alert is not None else []
-        result = ReportResult(
-            incident_pk=incident.id,
-            incident_label=f"{REPORT_FEED}/{incident.incident_id}",
-            alert_id=alert.id if alert is not None else None,
-            deliveries=[r.id for r in rows if r.status != DeliveryStatus.SUPPRESSED],
-            dispatch=None,
-        )
-    if items:
-        report = outbox.deliver(
-            sessions,
-            items,
-            settings=settings.alerts,
-            clock=clock,
-            on_failed=delivery_failed(settings),
-        )
-        result = ReportResult(**{**result.__dict__, "dispatch": report})
-    return result
+        try:
+            _write_report(session, settings, record, now, around, (lon, lat), None)
+        finally:
+            session.rollback()
 
 
 def _machine(session: Session, operator: Any, atm_id: str) -> Atm | None:

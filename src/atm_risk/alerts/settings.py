@@ -64,3 +64,11 @@ class AlertSettings(BaseModel):
         "takes the delivery over after the lease (at-least-once).",
     )
     send_workers: int = Field(8, ge=1, le=64, description="Parallel sends per dispatch.")
+    report_concurrency: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="Reported attacks a process prepares at once (the rest wait in arrival "
+        "order; their sends still overlap). The work is CPU-bound under one interpreter "
+        "lock: a burst handled all at once finishes all late, in turn mostly early.",
+    )

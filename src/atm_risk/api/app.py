@@ -6,6 +6,7 @@ Every request to /api/v1 is audited (who, which tenant, what, the status) in the
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,12 +14,14 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 from sqlalchemy.exc import DataError, SQLAlchemyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from atm_risk import __version__
+from atm_risk.alerts.service import warm as warm_immediate_path
 from atm_risk.api import web
 from atm_risk.api.deps import BadKeyLimiter, KeyCache
 from atm_risk.api.routes import router
@@ -29,6 +32,8 @@ from atm_risk.db import transaction
 from atm_risk.risk.models import RiskRun, RunStatus
 from atm_risk.tenancy.models import AuditEntry
 
+log = logging.getLogger(__name__)
+
 
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
     settings = settings or load_settings()
@@ -37,6 +42,11 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         audit_log.start()
+        # the immediate path's caches, so the first reported attack does not build them
+        try:
+            await run_in_threadpool(warm_immediate_path, ctx.sessions, settings, ctx.clock)
+        except Exception:  # an optimisation only: the first report builds them instead
+            log.warning("could not warm the alert caches", exc_info=True)
         yield
         audit_log.stop()
         ctx.close()

@@ -345,6 +345,11 @@ class IncidentIn(BaseModel):
     locality: str | None = Field(None, max_length=200)
     escape: str | None = Field(None, max_length=2000, description="Vehicle, direction.")
     notes: str | None = Field(None, max_length=4000, description="What was seen.")
+    simulated: bool = Field(
+        False,
+        description="A drill or a test, not a real attack: labelled SIMULATED in every alert "
+        "and never used to measure the model.",
+    )
 
 
 def _incident(i: Incident) -> dict[str, Any]:

@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
 from atm_risk.db import Base
+
+_EXACT_LOOKUP_MAX = 100
 
 
 @dataclass(frozen=True)
@@ -30,17 +32,22 @@ def upsert_rows(
 ) -> UpsertCounts:
     """Insert new rows and update changed ones, matched on ``key`` (a unique constraint).
 
-    Existing rows are looked up by the first key column, so ``key[0]`` should be the
-    coarse one (operator, feed). ``created_at``/``updated_at`` are maintained here.
+    Existing rows of a large batch are looked up by the first key column, so ``key[0]``
+    should be the coarse one (operator, feed); a small batch looks up its exact keys.
+    ``created_at``/``updated_at`` are maintained here.
     Nothing is committed: the caller owns the transaction.
     """
     if not rows:
         return UpsertCounts(0, 0, 0)
-    first = getattr(model, key[0])
-    scope = {r[key[0]] for r in rows}
+    if len(rows) <= _EXACT_LOOKUP_MAX:
+        # a few rows (a reported incident): look up exactly those keys, not the whole scope
+        columns = tuple_(*(getattr(model, k) for k in key))
+        where = columns.in_([tuple(r[k] for k in key) for r in rows])
+    else:
+        where = getattr(model, key[0]).in_({r[key[0]] for r in rows})
     existing = {
         tuple(getattr(obj, k) for k in key): obj
-        for obj in session.scalars(select(model).where(first.in_(scope)))
+        for obj in session.scalars(select(model).where(where))
     }
     inserted = updated = unchanged = 0
     for row in rows:

@@ -28,7 +28,11 @@ Classification of one attempt (see :mod:`atm_risk.alerts.channels.base`):
 * TLS required but not offered, certificate verification failure, a TLS protocol mismatch,
   AUTH configured but not offered -> :class:`ChannelConfigError`.
 
-The connection is always closed, whatever happens.
+Sessions are reused: after an accepted message the connection waits (at most
+``keepalive_s``, one idle session per sender thread at most) for the next message to the same
+relay, as an MTA's connection cache does; every other outcome closes it. A reused session that
+the relay has dropped meanwhile is detected before anything is sent, and the message goes over
+a new connection in the same call.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ import re
 import smtplib
 import socket
 import ssl
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from email import policy as email_policy
@@ -64,6 +70,7 @@ __all__ = [
     "Attachment",
     "SmtpConfig",
     "build_message",
+    "close_idle_sessions",
     "message_id_for",
     "send_email",
 ]
@@ -108,6 +115,12 @@ class SmtpConfig(BaseModel):
         None, description="AUTH password; never logged or shown. No default."
     )
     timeout_s: float = Field(default=10.0, gt=0, description="Seconds per SMTP operation.")
+    keepalive_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="Keep an SMTP session open this long for the next message (saves the "
+        "connect, EHLO, STARTTLS and AUTH of every alert in a burst); 0: one per message.",
+    )
     from_address: str = Field(description="Envelope sender (MAIL FROM), where bounces go")
     ca_file: Path | None = Field(
         default=None,
@@ -231,45 +244,33 @@ def send_email(message: EmailMessage, recipient: str, config: SmtpConfig) -> Del
     """
     if not _ADDRESS.fullmatch(recipient):
         return DeliveryResult(Outcome.PERMANENT, f"invalid recipient address {recipient!r}")
+    reused = _SESSIONS.take(config)
+    if reused is not None:
+        outcome = _send(reused, message, recipient, config)
+        if outcome is not None:
+            return outcome
+        # the relay dropped the idle session before taking anything: a new connection
+    outcome = _send(None, message, recipient, config)
+    assert outcome is not None  # only a reused session can come back empty-handed
+    return outcome
+
+
+def _send(
+    reused: smtplib.SMTP | None, message: EmailMessage, recipient: str, config: SmtpConfig
+) -> DeliveryResult | None:
+    """One attempt over ``reused`` (an idle session) or a new connection. None: the reused
+    session was found dead before the relay accepted anything (the caller tries anew)."""
     context = tls_context(config.ca_file) if config.security != "none" else None
     international = not (recipient.isascii() and config.from_address.isascii())
     where = f"{config.host}:{config.port}"
-    smtp: smtplib.SMTP | None = None
-    polite = False  # send QUIT on the way out (only when the session is in a sane state)
+    smtp: smtplib.SMTP | None = reused
+    polite = reused is not None  # send QUIT on the way out (only in a sane session state)
+    keep = False  # hand the session back for the next message
     try:
-        local_hostname = config.local_hostname or _default_local_hostname()
-        if config.security == "tls":
-            assert context is not None
-            smtp = smtplib.SMTP_SSL(
-                config.host,
-                config.port,
-                local_hostname=local_hostname,
-                timeout=config.timeout_s,
-                context=context,
-            )
-        else:
-            smtp = smtplib.SMTP(
-                config.host, config.port, local_hostname=local_hostname, timeout=config.timeout_s
-            )
-        polite = True
-        smtp.ehlo_or_helo_if_needed()
-        if config.security == "starttls":
-            assert context is not None
-            if not smtp.has_extn("starttls"):
-                raise ChannelConfigError(
-                    f"{where} does not offer STARTTLS but security='starttls' requires it; "
-                    "refusing to send in clear text"
-                )
-            polite = False  # a failed handshake leaves no usable session
-            smtp.starttls(context=context)
+        if smtp is None:
+            smtp = _connect(config, context, where)
             polite = True
-            smtp.ehlo_or_helo_if_needed()
         tls_active = isinstance(smtp.sock, ssl.SSLSocket)
-        if config.username is not None and config.password is not None:
-            if not tls_active and not (config.security == "none" and is_loopback_host(config.host)):
-                raise ChannelConfigError("refusing to send credentials without TLS")
-            smtp.login(config.username, config.password.get_secret_value())
-
         mail_options: list[str] = []
         if international:
             if not smtp.has_extn("smtputf8"):
@@ -277,7 +278,15 @@ def send_email(message: EmailMessage, recipient: str, config: SmtpConfig) -> Del
                     Outcome.PERMANENT, f"{where} cannot take non-ASCII addresses (no SMTPUTF8)"
                 )
             mail_options = ["SMTPUTF8", "BODY=8BITMIME"]
-        code, reply = smtp.mail(config.from_address, mail_options)
+        try:
+            code, reply = smtp.mail(config.from_address, mail_options)
+        except (smtplib.SMTPServerDisconnected, OSError):
+            if reused is None:
+                raise
+            polite = False
+            return None
+        if code == 421 and reused is not None:
+            return None  # the relay closes idle sessions this way
         if code != 250:
             return _by_code(code, reply, "sender refused")
         code, reply = smtp.rcpt(recipient)
@@ -286,6 +295,7 @@ def send_email(message: EmailMessage, recipient: str, config: SmtpConfig) -> Del
         code, reply = smtp.data(_flatten(message, utf8=international))
         if code != 250:
             return _by_code(code, reply, "message refused")
+        keep = config.keepalive_s > 0
         tls_note = "TLS" if tls_active else "plain"
         return DeliveryResult(
             Outcome.SENT, f"accepted by {where} ({tls_note}): {code} {_text(reply)}", code
@@ -328,7 +338,104 @@ def send_email(message: EmailMessage, recipient: str, config: SmtpConfig) -> Del
         )
     finally:
         if smtp is not None:
-            _close(smtp, polite=polite)
+            if keep:
+                _SESSIONS.give(config, smtp)
+            else:
+                _close(smtp, polite=polite)
+
+
+def _connect(config: SmtpConfig, context: ssl.SSLContext | None, where: str) -> smtplib.SMTP:
+    """A new session: connect, EHLO, STARTTLS (required when configured), AUTH."""
+    local_hostname = config.local_hostname or _default_local_hostname()
+    if config.security == "tls":
+        assert context is not None
+        smtp: smtplib.SMTP = smtplib.SMTP_SSL(
+            config.host,
+            config.port,
+            local_hostname=local_hostname,
+            timeout=config.timeout_s,
+            context=context,
+        )
+    else:
+        smtp = smtplib.SMTP(
+            config.host, config.port, local_hostname=local_hostname, timeout=config.timeout_s
+        )
+    try:
+        smtp.ehlo_or_helo_if_needed()
+        if config.security == "starttls":
+            assert context is not None
+            if not smtp.has_extn("starttls"):
+                raise ChannelConfigError(
+                    f"{where} does not offer STARTTLS but security='starttls' requires it; "
+                    "refusing to send in clear text"
+                )
+            try:
+                smtp.starttls(context=context)
+            except BaseException:
+                smtp.close()  # a failed handshake leaves no usable session
+                raise
+            smtp.ehlo_or_helo_if_needed()
+        tls_active = isinstance(smtp.sock, ssl.SSLSocket)
+        if config.username is not None and config.password is not None:
+            if not tls_active and not (config.security == "none" and is_loopback_host(config.host)):
+                raise ChannelConfigError("refusing to send credentials without TLS")
+            smtp.login(config.username, config.password.get_secret_value())
+    except ChannelConfigError:
+        smtp.close()
+        raise
+    except BaseException:
+        _close(smtp, polite=smtp.sock is not None)
+        raise
+    return smtp
+
+
+class _IdleSessions:
+    """Open SMTP sessions waiting for the next message, per relay configuration."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: dict[SmtpConfig, list[tuple[smtplib.SMTP, float]]] = {}
+
+    def take(self, config: SmtpConfig) -> smtplib.SMTP | None:
+        if config.keepalive_s <= 0:
+            return None
+        stale: list[smtplib.SMTP] = []
+        found = None
+        now = time.monotonic()
+        with self._lock:
+            for key, sessions in list(self._idle.items()):
+                fresh = [(s, t) for s, t in sessions if now - t < key.keepalive_s]
+                stale.extend(s for s, t in sessions if now - t >= key.keepalive_s)
+                if fresh:
+                    self._idle[key] = fresh
+                else:
+                    del self._idle[key]
+            waiting = self._idle.get(config)
+            if waiting:
+                found = waiting.pop()[0]
+        for smtp in stale:
+            _close(smtp, polite=True)
+        return found
+
+    def give(self, config: SmtpConfig, smtp: smtplib.SMTP) -> None:
+        with self._lock:
+            sessions = self._idle.setdefault(config, [])
+            if len(sessions) < _MAX_IDLE:
+                sessions.append((smtp, time.monotonic()))
+                return
+        _close(smtp, polite=True)
+
+    def close_all(self) -> None:
+        with self._lock:
+            sessions = [s for group in self._idle.values() for s, _ in group]
+            self._idle.clear()
+        for smtp in sessions:
+            _close(smtp, polite=True)
+
+
+_MAX_IDLE = 16
+_SESSIONS = _IdleSessions()
+close_idle_sessions = _SESSIONS.close_all
 
 
 def _by_code(code: int, reply: bytes | str, what: str) -> DeliveryResult:
