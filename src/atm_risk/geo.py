@@ -7,7 +7,10 @@ metric CRS (settings.metric_crs, default EPSG:3035).
 from __future__ import annotations
 
 import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -31,23 +34,44 @@ def _transformer(src: str, dst: str) -> Transformer:
     return Transformer.from_crs(src, dst, always_xy=True)
 
 
+# pyproj keeps one PROJ transformation per thread and builds it on the thread's first use,
+# which costs 50-150 ms (operation search in proj.db). Request threads (the API's pool, the
+# senders) come and go, so a few points - an incident's place - are projected on this one
+# long-lived thread instead; large arrays (feature tables) are projected where they are.
+_FEW = 256
+_LOCAL = threading.local()
+
+
+def _mark_projector() -> None:
+    _LOCAL.projector = True
+
+
+_PROJECTOR = ThreadPoolExecutor(
+    1, thread_name_prefix="atm-risk-projection", initializer=_mark_projector
+)
+
+
+def _transform(src: str, dst: str, a: npt.ArrayLike, b: npt.ArrayLike) -> tuple[Any, Any]:
+    transformer = _transformer(src, dst)
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.size <= _FEW and not getattr(_LOCAL, "projector", False):
+        return _PROJECTOR.submit(transformer.transform, a, b).result()
+    return transformer.transform(a, b)
+
+
 def project(
     lon: npt.ArrayLike, lat: npt.ArrayLike, crs: str, *, source_crs: str = WGS84
 ) -> tuple[FloatArray, FloatArray]:
     """Project lon/lat (degrees) to ``crs``; returns x, y arrays in that CRS's units."""
     if not _is_projected(crs):
         raise CRSMismatchError(f"{crs} is not a projected CRS; distances need metres")
-    x, y = _transformer(source_crs, crs).transform(
-        np.asarray(lon, dtype=float), np.asarray(lat, dtype=float)
-    )
+    x, y = _transform(source_crs, crs, lon, lat)
     return np.asarray(x, dtype=float), np.asarray(y, dtype=float)
 
 
 def unproject(x: npt.ArrayLike, y: npt.ArrayLike, crs: str) -> tuple[FloatArray, FloatArray]:
     """Metric ``crs`` coordinates back to lon/lat degrees (WGS84)."""
-    lon, lat = _transformer(crs, WGS84).transform(
-        np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    )
+    lon, lat = _transform(crs, WGS84, x, y)
     return np.asarray(lon, dtype=float), np.asarray(lat, dtype=float)
 
 
