@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
@@ -32,6 +33,13 @@ DATA = REPO / "data"
 
 def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def unavailable(missing: str, what: str) -> NoReturn:
+    """Skip saying what is missing; under ``CI=true`` fail instead (``what`` must run)."""
+    if _in_ci():
+        pytest.fail(f"{missing}; under CI=true the {what} must run")
+    pytest.skip(missing)
 
 
 class PostgresServer:
@@ -65,10 +73,11 @@ def postgres_server() -> Iterator[PostgresServer]:
             conn.execute(text("SELECT 1"))
     except Exception as exc:
         server.admin.dispose()
-        message = f"PostgreSQL not reachable at {make_url(url)!r} ({type(exc).__name__})"
-        if _in_ci():
-            pytest.fail(f"{message}; under CI=true the PostgreSQL tests must run")
-        pytest.skip(f"{message}; set ATM_RISK_TEST_POSTGRES_URL to run these tests")
+        unavailable(
+            f"PostgreSQL not reachable at {make_url(url)!r} ({type(exc).__name__}); "
+            "set ATM_RISK_TEST_POSTGRES_URL to run these tests",
+            "PostgreSQL tests",
+        )
     yield server
     server.drop_all()
 

@@ -51,7 +51,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from atm_risk.alerts.channels.email import SmtpConfig
 
-__all__ = ["ReceivedMessage", "Rejection", "SmtpTestServer", "ThrowawayTls", "utc_now"]
+__all__ = ["FileTls", "ReceivedMessage", "Rejection", "SmtpTestServer", "ThrowawayTls", "utc_now"]
 
 SmtpMode = Literal["plain", "starttls", "implicit"]
 _STOP_TIMEOUT_S = 5.0
@@ -86,6 +86,21 @@ class ThrowawayTls:
     def server_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self.cert.configure_cert(context)
+        return context
+
+
+@dataclass(frozen=True)
+class FileTls:
+    """A server certificate and key from PEM files (e.g. made by ``deploy/smtp-certs.sh``)
+    and the CA file that signed it; usable wherever a :class:`ThrowawayTls` is."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.cert_file, self.key_file)
         return context
 
 
@@ -134,7 +149,7 @@ class SmtpTestServer:
         self,
         *,
         mode: SmtpMode = "plain",
-        tls: ThrowawayTls | None = None,
+        tls: ThrowawayTls | FileTls | None = None,
         require_starttls: bool = True,
         auth: tuple[str, str] | None = None,
         auth_require_tls: bool = True,

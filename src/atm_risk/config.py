@@ -32,7 +32,10 @@ class Settings(BaseSettings):
     """Every setting with its default. See docs/OPERATIONS.md for the reference table."""
 
     model_config = SettingsConfigDict(
-        env_prefix="ATM_RISK_", extra="forbid", env_nested_delimiter="__"
+        env_prefix="ATM_RISK_",
+        extra="forbid",
+        env_nested_delimiter="__",
+        hide_input_in_errors=True,  # errors never echo a secret (passwords, ack_secret)
     )
 
     database_url: str = Field(

@@ -12,7 +12,6 @@ where that fails (like the PostgreSQL tests).
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -39,7 +38,7 @@ from atm_risk.risk.service import latest_run
 from atm_risk.tenancy.models import Operator
 from tests import two_banks
 from tests.api_server import serve
-from tests.conftest import REPO
+from tests.conftest import REPO, unavailable
 
 pytestmark = pytest.mark.browser
 
@@ -63,10 +62,6 @@ ACTION_LABELS = {
 }
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """Headless Chromium, or a skip (a failure under CI=true) saying what is missing."""
@@ -78,9 +73,7 @@ def browser() -> Iterator[Any]:
     if missing is None and not CHROMIUM.exists():
         missing = f"{CHROMIUM} is missing (apt-get install chromium)"
     if missing is not None:
-        if _in_ci():
-            pytest.fail(f"{missing}; under CI=true the browser tests must run")
-        pytest.skip(missing)
+        unavailable(missing, "browser tests")
     with sync_playwright() as p:
         chromium = p.chromium.launch(
             executable_path=str(CHROMIUM),

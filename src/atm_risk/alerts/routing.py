@@ -39,6 +39,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from atm_risk.alerts.models import AlertKind, Channel, Severity
+from atm_risk.secret_values import check_secret
 
 ROUTING_VERSION = 1
 Role = Literal["bank", "police", "operator"]
@@ -60,6 +61,10 @@ class Webhook(BaseModel):
         value = os.environ.get(self.secret_env)
         if not value:
             raise RoutingError(f"webhook {self.url}: environment variable {self.secret_env} unset")
+        try:
+            check_secret(value, f"webhook {self.url}: {self.secret_env}")
+        except ValueError as exc:
+            raise RoutingError(str(exc)) from None
         return value.encode()
 
 

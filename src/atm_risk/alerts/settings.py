@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from atm_risk.alerts.channels.email import SmtpConfig
+from atm_risk.secret_values import check_secret
+
+ACK_SECRET_MIN_LENGTH = 32
 
 
 class AlertSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     routing_file: Path | None = Field(
         None,
@@ -26,8 +29,9 @@ class AlertSettings(BaseModel):
     )
     ack_secret: SecretStr | None = Field(
         None,
-        description="Key that signs acknowledgement links. No default: without it, messages "
-        "carry no link and alerts are acknowledged with `atm-risk alerts ack`.",
+        description="Key that signs acknowledgement links (at least 32 characters; empty "
+        "values and placeholders are refused). No default: without it, messages carry no link "
+        "and alerts are acknowledged with `atm-risk alerts ack`.",
     )
     public_url: str = Field(
         "http://127.0.0.1:8000", description="Base URL of the API, for acknowledgement links."
@@ -72,3 +76,12 @@ class AlertSettings(BaseModel):
         "order; their sends still overlap). The work is CPU-bound under one interpreter "
         "lock: a burst handled all at once finishes all late, in turn mostly early.",
     )
+
+    @field_validator("ack_secret")
+    @classmethod
+    def _real_ack_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            check_secret(
+                value.get_secret_value(), "alerts.ack_secret", min_length=ACK_SECRET_MIN_LENGTH
+            )
+        return value

@@ -65,6 +65,7 @@ from atm_risk.alerts.channels.base import (
     is_loopback_host,
     tls_context,
 )
+from atm_risk.secret_values import check_secret
 
 __all__ = [
     "Attachment",
@@ -112,7 +113,9 @@ class SmtpConfig(BaseModel):
     )
     username: str | None = Field(None, description="AUTH user (only over TLS).")
     password: SecretStr | None = Field(
-        None, description="AUTH password; never logged or shown. No default."
+        None,
+        description="AUTH password; never logged or shown. No default; empty values and "
+        "placeholders are refused.",
     )
     timeout_s: float = Field(default=10.0, gt=0, description="Seconds per SMTP operation.")
     keepalive_s: float = Field(
@@ -143,6 +146,8 @@ class SmtpConfig(BaseModel):
                 f"security='none' to non-loopback host {self.host!r} sends alerts in clear "
                 "text; use 'starttls' or 'tls', or set allow_plaintext=True deliberately"
             )
+        if self.password is not None:
+            check_secret(self.password.get_secret_value(), "alerts.smtp.password")
         if (self.username is None) != (self.password is None):
             raise ValueError("username and password go together")
         if self.username is not None and self.security == "none" and not loopback:
