@@ -196,7 +196,11 @@ def free_port() -> int:
 
 
 class Process:
-    """A child process (``python`` + args by default) with its output in a log file."""
+    """A child process (``python`` + args by default) with its output in a log file.
+
+    ``own_group``: the process leads a process group of its own, and a SIGKILL after a
+    failed ``stop`` goes to the whole group (servers with worker processes, e.g. uvicorn).
+    """
 
     def __init__(
         self,
@@ -206,18 +210,25 @@ class Process:
         env: Mapping[str, str] | None = None,
         python: bool = True,
         cwd: Path = ROOT,
+        own_group: bool = False,
     ) -> None:
         self.args = [sys.executable, *args] if python else list(args)
         self.log = log
         self.env = {**os.environ, **(env or {})}
         self.cwd = cwd
+        self.own_group = own_group
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Process:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                self.args, stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd
+                self.args,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=self.cwd,
+                start_new_session=self.own_group,
             )
         return self
 
@@ -259,7 +270,10 @@ class Process:
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                if self.own_group:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                else:
+                    self.proc.kill()
                 self.proc.wait(timeout=30)
         return self.proc.returncode
 
