@@ -249,3 +249,12 @@ def test_a_drill_reported_through_the_api_is_labelled_simulated(api) -> None:  #
     real = client.post("/api/v1/incidents", json={"lat": 52.09, "lon": 5.12}, headers=h)
     assert real.status_code == 201
     assert real.json()["incident"]["simulated"] is False
+
+
+def test_healthz_says_when_the_immediate_path_is_warm(api) -> None:  # type: ignore[no-untyped-def]
+    client, _, _ = api
+    deadline = time.monotonic() + 60
+    while not (body := client.get("/healthz").json())["warm"]:
+        assert time.monotonic() < deadline, body
+        time.sleep(0.1)
+    assert body["status"] == "ok"

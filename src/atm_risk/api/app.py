@@ -14,7 +14,6 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 from sqlalchemy.exc import DataError, SQLAlchemyError
@@ -35,6 +34,15 @@ from atm_risk.tenancy.models import AuditEntry
 log = logging.getLogger(__name__)
 
 
+def _warm(ctx: Context, settings: Settings, done: threading.Event) -> None:
+    try:
+        warm_immediate_path(ctx.sessions, settings, ctx.clock)
+    except Exception:  # an optimisation only: the first report builds them instead
+        log.warning("could not warm the alert caches", exc_info=True)
+    finally:
+        done.set()
+
+
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
     settings = settings or load_settings()
     ctx = Context(settings=settings, clock=clock) if clock else Context(settings=settings)
@@ -42,11 +50,11 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         audit_log.start()
-        # the immediate path's caches, so the first reported attack does not build them
-        try:
-            await run_in_threadpool(warm_immediate_path, ctx.sessions, settings, ctx.clock)
-        except Exception:  # an optimisation only: the first report builds them instead
-            log.warning("could not warm the alert caches", exc_info=True)
+        # the immediate path's caches, so the first reported attack does not build them;
+        # in the background: the API answers meanwhile (a report then builds what it needs)
+        threading.Thread(
+            target=_warm, args=(ctx, settings, warmed), name="atm-risk-warm-up", daemon=True
+        ).start()
         yield
         audit_log.stop()
         ctx.close()
@@ -63,6 +71,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.state.bad_keys = BadKeyLimiter()
     app.state.keys = KeyCache()
     audit_log = AuditWriter(ctx)
+    warmed = threading.Event()
     app.state.audit = audit_log
     app.include_router(router)
     web.install(app)  # the map, the report form, their data endpoints, /static
@@ -79,6 +88,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         return {
             "status": "ok",
             "version": __version__,
+            "warm": warmed.is_set(),  # the immediate path's caches are built
             "last_successful_run": None
             if run is None
             else {
