@@ -93,6 +93,20 @@ def test_duplicate_key_in_one_file_rejects_the_later_row(
     assert "line 2" in report.rejections[0].reason
 
 
+def test_empty_optional_cells_take_their_defaults(
+    sessions: sessionmaker[Session], clock: FrozenClock, write
+) -> None:
+    # found by reliability/badinput.py: an empty site_type rejected the row as "missing"
+    body = "atm_id,operator,lat,lon,site_type,status,hardening\nE1,B,52,5,,,\n,B,52,5,shop,,\n"
+    report = ingest_atms(sessions, path=write("e.csv", body), clock=clock)
+    assert report.summary_line() == "accepted 1, rejected 1"
+    assert str(report.rejections[0]) == "line 3: atm_id: required, missing"
+    with sessions() as s:
+        e1 = s.scalar(select(Atm).where(Atm.atm_id == "E1"))
+        assert e1 is not None
+        assert (e1.site_type, e1.status, e1.hardening) == ("unknown", "active", [])
+
+
 def test_missing_required_column_is_a_file_error_and_writes_nothing(
     sessions: sessionmaker[Session], clock: FrozenClock, write
 ) -> None:

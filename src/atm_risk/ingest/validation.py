@@ -119,5 +119,7 @@ def _location_order(location: str) -> tuple[str, int]:
 
 
 def pick(values: dict[str, Any], names: Iterable[str]) -> dict[str, Any]:
-    """The named columns that are present, as a dict (for canonical profiles)."""
-    return {n: values[n] for n in names if n in values}
+    """The named columns that hold a value, as a dict (for canonical profiles). An empty
+    cell is left out, so that an optional field takes its default (an empty ``site_type``
+    is ``unknown``, not a rejected row) and a required one is reported missing."""
+    return {n: values[n] for n in names if values.get(n) is not None}
