@@ -126,12 +126,24 @@ def test_csv_row_with_a_nul_byte_is_rejected(write: Write) -> None:
     assert rejected == [Rejection("line 2", "contains a NUL byte")]
 
 
-def test_csv_unterminated_quote_is_malformed_at_its_start_line(write: Write) -> None:
-    rows, rejected = consume(read_source(write("a.csv", 'id,name\na,x\nb,"open\nc,z\n')))
-    assert locations(rows) == ["line 2"]
-    assert len(rejected) == 1
+@pytest.mark.parametrize(
+    "broken",
+    ['b,"open', 'b,"open\nstill open","no" here', 'b,"open\nq,",r'],
+    ids=["never-closed", "closed-wrongly-lines-later", "closed-by-a-later-quoted-field"],
+)
+def test_csv_unterminated_quote_is_malformed_at_its_start_line_and_the_rest_is_read(
+    write: Write, broken: str
+) -> None:
+    # before the reliability suite (#10) an unclosed quote swallowed every later row
+    content = f"id,name\na,x\n{broken}\nc,z\nd,w\n"
+    rows, rejected = consume(read_source(write("a.csv", content)))
+    assert [r.values["id"] for r in rows][0] == "a"
+    assert [(r.location, r.values["id"]) for r in rows][-2:] == [
+        (f"line {len(content.splitlines()) - 1}", "c"),
+        (f"line {len(content.splitlines())}", "d"),
+    ]
     assert rejected[0].location == "line 3"
-    assert rejected[0].reason.startswith("malformed CSV:")
+    assert rejected[0].reason.startswith(("malformed CSV:", "has 3 fields"))
 
 
 @pytest.mark.parametrize(

@@ -114,7 +114,11 @@ def _read_csv(path: Path) -> Source:
         delimiter = dialect.delimiter
     except csv.Error:
         delimiter = ","
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    # Physical lines as the csv module counts them; a record that cannot be parsed is
+    # reported at its first line and reading starts again on the line after it, so that an
+    # unclosed quote does not swallow the rest of the file.
+    lines = io.StringIO(text, newline="").readlines()
+    reader = csv.reader(iter(lines), delimiter=delimiter, strict=True)
     try:
         header = next(reader)
     except csv.Error as exc:
@@ -134,7 +138,19 @@ def _read_csv(path: Path) -> Source:
     check_nul = "\x00" in text
 
     def rows() -> Iterator[SourceRow]:
+        nonlocal reader
+        base = 0  # physical lines before the current reader's first line
         last_line = reader.line_num
+
+        def resync(start: int) -> int:
+            """After a broken record that ran over later lines (an unclosed quote), read
+            them again on their own, from the line after the record's first line."""
+            nonlocal reader, base
+            if base + reader.line_num != start:
+                base = start
+                reader = csv.reader(iter(lines[start:]), delimiter=delimiter, strict=True)
+            return base + reader.line_num
+
         while True:
             start = last_line + 1
             try:
@@ -143,11 +159,9 @@ def _read_csv(path: Path) -> Source:
                 return
             except csv.Error as exc:
                 source.unreadable.append(Rejection(f"line {start}", f"malformed CSV: {exc}"))
-                if reader.line_num <= last_line:  # the reader cannot move on
-                    return
-                last_line = reader.line_num
+                last_line = resync(start)
                 continue
-            last_line = reader.line_num
+            last_line = base + reader.line_num
             if not record or all(not f.strip() for f in record):
                 continue  # blank line
             location = f"line {start}"
@@ -165,6 +179,7 @@ def _read_csv(path: Path) -> Source:
                         f"has {len(record)} fields, the header has {len(columns)}",
                     )
                 )
+                last_line = resync(start)
                 continue
             yield SourceRow(location, {c: _clean(v) for c, v in zip(columns, record, strict=True)})
 
