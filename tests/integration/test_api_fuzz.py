@@ -30,7 +30,9 @@ NOW = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 @pytest.fixture
 def running(sessions: sessionmaker[Session], database_url: str, write):  # type: ignore[no-untyped-def]
     clock = FrozenClock(NOW)
-    settings_ = Settings(database_url=database_url, model_path=None)
+    settings_ = Settings(
+        database_url=database_url, model_path=None, alerts={"ack_secret": "fuzz-" + "k" * 27}
+    )
     ingest_atms(sessions, path=write("a.csv", ATMS), clock=clock)
     score_and_alert(sessions, settings_, clock, send=False)
     with sessions.begin() as s:

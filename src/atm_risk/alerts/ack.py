@@ -33,7 +33,9 @@ def ack_link(base_url: str, secret: SecretStr, alert_id: int, who: str, now: dat
 def verify_link(
     secret: SecretStr, alert_id: int, who: str, expires: int, sig: str, now: datetime
 ) -> None:
-    if not hmac.compare_digest(_mac(secret, alert_id, who, expires), sig):
+    # as bytes: compare_digest refuses str with non-ASCII characters (a forged link)
+    given = sig.encode("utf-8", "replace")
+    if not hmac.compare_digest(_mac(secret, alert_id, who, expires).encode(), given):
         raise AckError("the acknowledgement link is not valid")
     if now.timestamp() > expires:
         raise AckError("the acknowledgement link has expired")
