@@ -93,6 +93,30 @@ def test_bank_b_sees_its_machines_its_alert_and_its_plan(api) -> None:  # type: 
     assert geo.content[:16] == b"SQLite format 3\x00"
 
 
+def test_a_bank_is_not_told_which_other_bank_acknowledged(api) -> None:  # type: ignore[no-untyped-def]
+    # found by reliability/security.py: bank B's alert list named bank A's key and tenant
+    client, keys, ids = api
+    a = {"Authorization": f"Bearer {keys['bank_a']}"}
+    b = {"Authorization": f"Bearer {keys['bank_b']}"}
+    mine = client.post(f"/api/v1/alerts/{ids['alert_id']}/ack", headers=a)
+    assert mine.status_code == 200
+    assert mine.json()["acknowledged_by"].endswith("(bank/banka)")
+    [seen] = [
+        x
+        for x in client.get("/api/v1/alerts", headers=b).json()["items"]
+        if x["id"] == ids["alert_id"]
+    ]
+    assert seen["acknowledged_by"] == "another recipient"
+    assert seen["acknowledged_at"] is not None  # that it was acknowledged is not hidden
+    ops = {"Authorization": f"Bearer {keys['operator']}"}
+    [full] = [
+        x
+        for x in client.get("/api/v1/alerts", headers=ops).json()["items"]
+        if x["id"] == ids["alert_id"]
+    ]
+    assert full["acknowledged_by"] == mine.json()["acknowledged_by"]
+
+
 def test_police_see_their_region_without_money_and_no_hardening_plans(api) -> None:  # type: ignore[no-untyped-def]
     client, keys, ids = api
     h = {"Authorization": f"Bearer {keys['police']}"}

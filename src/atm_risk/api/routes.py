@@ -448,10 +448,23 @@ def _change_regions(db: Any, ctx: Any, alert: Alert) -> set[str | None]:
     return {regions.get(c.get("atm_pk")) for c in alert.payload.get("changes", [])}
 
 
+def _alert_view(alert: Alert, scope: Scope | None, me: str | None = None) -> dict[str, Any]:
+    """An alert's summary. Who acknowledged it is shown to operators, police and whoever it
+    was; a bank is not told which other recipient (another bank) acknowledged."""
+    view = alert.summary()
+    by = view["acknowledged_by"]
+    if by is None or by == me or (scope is not None and scope.role in ("operator", "police")):
+        return view
+    if scope is not None and scope.role == "bank" and by.endswith(f"(bank/{scope.operator_code})"):
+        return view
+    view["acknowledged_by"] = "another recipient"
+    return view
+
+
 @router.get("/alerts", summary="Alerts that concern the caller, newest first")
 def list_alerts(ctx: Ctx, db: DB, scope: Principal, limit: Limit = 100) -> dict[str, Any]:
     rows = db.scalars(select(Alert).order_by(Alert.updated_at.desc(), Alert.id.desc()).limit(5000))
-    items = [a.summary() for a in rows if _alert_visible(db, ctx, scope, a)][:limit]
+    items = [_alert_view(a, scope) for a in rows if _alert_visible(db, ctx, scope, a)][:limit]
     return {"items": items}
 
 
@@ -463,8 +476,7 @@ def ack_alert(ctx: Ctx, db: DB, scope: Principal, alert_id: RowId) -> dict[str, 
     tenant = f"/{scope.operator_code}" if scope.operator_code else ""
     who = f"api key {scope.key_prefix} ({scope.role}{tenant})"
     with transaction(ctx.sessions, short=True) as s:
-        done = acknowledge(s, alert_id, who, ctx.clock.now())
-        return done.summary()
+        return _alert_view(acknowledge(s, alert_id, who, ctx.clock.now()), scope)
 
 
 @router.get("/alerts/{alert_id}/ack", summary="Acknowledge through the signed link of a message")
@@ -484,7 +496,8 @@ def ack_link(
         raise HTTPException(403, str(exc)) from exc
     with transaction(ctx.sessions, short=True) as s:
         try:
-            return acknowledge(s, alert_id, f"{by} (signed link)", ctx.clock.now()).summary()
+            me = f"{by} (signed link)"
+            return _alert_view(acknowledge(s, alert_id, me, ctx.clock.now()), None, me)
         except LookupError as exc:
             raise not_found("no such alert") from exc
 
