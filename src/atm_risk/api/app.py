@@ -107,8 +107,63 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             content={"detail": [{"loc": ["request"], "msg": "a value is not acceptable"}]},
         )
 
-    app.add_middleware(AuditMiddleware, audit_log=audit_log)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(AuditMiddleware, audit_log=audit_log)  # outermost: audits the 413s
     return app
+
+
+MAX_BODY_BYTES = 1_000_000  # the largest request the API takes (an incident is a few kB)
+
+
+class BodyLimitMiddleware:
+    """Pure ASGI middleware: a request body over ``max_bytes`` answers 413 without being
+    read further (declared by Content-Length or counted while streaming), so memory stays
+    bounded whatever a client sends. Bodies under the limit are read here and replayed."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await self._too_large(send)
+            return
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the client left
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes:
+                await self._too_large(send)
+                return
+            if not message.get("more_body", False):
+                break
+        body, replayed = b"".join(chunks), False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, send: Send) -> None:
+        await JSONResponse(
+            status_code=413,
+            content={"detail": f"the request body is larger than {self.max_bytes} bytes"},
+            headers={"Connection": "close"},
+        )({"type": "http"}, _no_receive, send)
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}
 
 
 class AuditMiddleware:
