@@ -16,6 +16,7 @@ suite and dropped at the end.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -61,6 +62,8 @@ class Databases:
         self.postgres_url = make_url(postgres_url)
         self.work = work
         self.created: list[tuple[str, str, str]] = []  # (backend, url, label)
+        # what reconciliation should know of a database: {"routing": Path, ...}
+        self.info: dict[str, dict[str, Any]] = {}
         self._admin: Engine | None = None
 
     def admin(self) -> Engine:
@@ -83,7 +86,8 @@ class Databases:
         """The URL of a new, empty database (migrated to head unless ``migrate=False``)."""
         tag = uuid.uuid4().hex[:12]
         if backend == "sqlite":
-            path = self.work / "db" / f"{label or 'db'}-{tag}.sqlite3"
+            safe = re.sub(r"[^\w.-]+", "_", label) or "db"
+            path = self.work / "db" / f"{safe}-{tag}.sqlite3"
             path.parent.mkdir(parents=True, exist_ok=True)
             url = f"sqlite:///{path}"
         elif backend == "postgresql":
@@ -104,6 +108,11 @@ class Databases:
             finally:
                 engine.dispose()
         return url
+
+    def describe(self, url: str, **info: Any) -> None:
+        """Record facts about a database for reconciliation (``routing=`` the routing file
+        its alerts were routed with)."""
+        self.info.setdefault(url, {}).update(info)
 
     def drop_all(self) -> None:
         for backend, url, _ in self.created:
@@ -288,3 +297,59 @@ class Process:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@dataclass
+class World:
+    """The two-bank world of tests/two_banks.py in one database: bank A (Utrecht and
+    Groningen), bank B (Utrecht), the provinces, a published run, an attack on bank B's
+    machine, and keys (bank_a, bank_b, police of Utrecht, operator, revoked)."""
+
+    url: str
+    settings: Any
+    clock: Any
+    engine: Engine
+    sessions: Any
+    keys: dict[str, str]
+
+    def app(self) -> Any:
+        from atm_risk.api.app import create_app
+
+        return create_app(self.settings, clock=self.clock)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def api_world(url: str, work: Path, **settings: Any) -> World:
+    from datetime import UTC, datetime, timedelta
+
+    from tests import two_banks
+
+    from atm_risk.clock import FrozenClock
+    from atm_risk.config import Settings
+    from atm_risk.db import make_engine, session_factory
+    from atm_risk.tenancy.keys import create_key, revoke
+
+    work.mkdir(parents=True, exist_ok=True)
+
+    def write(name: str, content: str | bytes) -> Path:
+        path = work / name
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
+        return path
+
+    # an hour ago, so that a server on the system clock sees it as the recent past
+    clock = FrozenClock(datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1))
+    config = Settings(database_url=url, model_path=None, **settings)
+    engine = make_engine(url)
+    sessions = session_factory(engine)
+    two_banks.load(sessions, clock, write, motorway=False)
+    two_banks.attack_on_bank_b(sessions, config, clock)
+    keys = two_banks.keys(sessions, clock.now(), "bank_a", "bank_b", "police", "operator")
+    with sessions.begin() as s:
+        keys["revoked"], row = create_key(s, role="operator", now=clock.now())
+        revoke(s, row.prefix, clock.now())
+    return World(url, config, clock, engine, sessions, keys)
