@@ -394,9 +394,9 @@ def _one_backend(backend: str, options: Options) -> list[Scenario]:
         if db_password
         else url
     )
-    smtp_password = "smtp-" + secrets.token_urlsafe(12)
-    hook_secret = "hook-" + secrets.token_urlsafe(16)
-    ack_secret = "ack-" + secrets.token_urlsafe(16)
+    smtp_password = "smtp-" + secrets.token_hex(16)
+    hook_secret = "hook-" + secrets.token_hex(32)
+    ack_secret = "ack-" + secrets.token_hex(32)
     tls = ThrowawayTls.create(work / "tls")
     warnings.filterwarnings("ignore", message="Session.login_data")  # aiosmtpd's own
     smtp = SmtpTestServer(mode="starttls", tls=tls, auth=("alerts", smtp_password)).start()
@@ -431,7 +431,7 @@ def _one_backend(backend: str, options: Options) -> list[Scenario]:
     try:
         api.start()
         api.wait_until(
-            lambda: httpx.get(f"{base}/healthz", timeout=2).status_code == 200, 60, "/healthz"
+            lambda: httpx.get(f"{base}/healthz", timeout=2).status_code == 200, 180, "/healthz"
         )
         client = rec.client
         ops = {"Authorization": f"Bearer {world.keys['operator']}"}
@@ -458,10 +458,10 @@ def _one_backend(backend: str, options: Options) -> list[Scenario]:
         api.stop()
         smtp.stop()
         hook.stop()
+        world.close()
     mails = [_mail_text(m) for m in smtp.messages]
     hooks = [r.body.decode("utf-8", "replace") for r in hook.requests]
     db_text = _database_text(url)
-    world.close()
     secret_values = {
         **{f"API key {k}": v for k, v in world.keys.items()},
         "SMTP password": smtp_password,

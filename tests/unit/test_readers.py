@@ -137,7 +137,7 @@ def test_csv_unterminated_quote_is_malformed_at_its_start_line_and_the_rest_is_r
     # before the reliability suite (#10) an unclosed quote swallowed every later row
     content = f"id,name\na,x\n{broken}\nc,z\nd,w\n"
     rows, rejected = consume(read_source(write("a.csv", content)))
-    assert [r.values["id"] for r in rows][0] == "a"
+    assert rows[0].values["id"] == "a"
     assert [(r.location, r.values["id"]) for r in rows][-2:] == [
         (f"line {len(content.splitlines()) - 1}", "c"),
         (f"line {len(content.splitlines())}", "d"),
