@@ -65,8 +65,10 @@ NEWS = ROOT / "data/atm_attacks_news_compiled/incidents.csv"
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
-def jobs_toml(score_every: int) -> str:
-    return f"""
+def jobs_toml(score_every: int | None, outbox_every: int = 2) -> str:
+    """Accelerated jobs: score every ``score_every`` s (none when None), the heartbeat every
+    second, the outbox every ``outbox_every`` s (also used by reliability/faults.py)."""
+    score = f"""
 [[jobs]]
 name = "score"
 run = "score"
@@ -78,7 +80,8 @@ max_instances = 1
 timeout = 2               # a killed run is abandoned 2 s after it started
 recover_within = 120      # and re-run once within 2 minutes of its fire time
 alert_after_failures = 2
-
+"""
+    return (score if score_every is not None else "") + f"""
 [[jobs]]
 name = "heartbeat"
 run = "heartbeat"
@@ -93,7 +96,7 @@ timeout = 3
 name = "outbox"
 run = "outbox"
 trigger = "interval"
-seconds = 2
+seconds = {outbox_every}
 misfire_grace_time = 1
 coalesce = true
 max_instances = 1
