@@ -15,7 +15,17 @@ from atm_risk.app import Context
 from atm_risk.areas.service import ingest_area, list_layers
 from atm_risk.cli_alerts import alerts_app, incident_app, silences_app
 from atm_risk.cli_api import keys_app, serve
-from atm_risk.cli_common import EXIT_REJECTED, context_of, emit, err, fail, out, sessions_of
+from atm_risk.cli_common import (
+    EXIT_NO_SPACE,
+    EXIT_REJECTED,
+    context_of,
+    emit,
+    err,
+    fail,
+    no_space_message,
+    out,
+    sessions_of,
+)
 from atm_risk.cli_jobs import jobs_app, scheduler
 from atm_risk.cli_plans import plan_app
 from atm_risk.config import load_settings
@@ -549,4 +559,11 @@ def demo(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except Exception as exc:
+        message = no_space_message(exc)
+        if message is None:
+            raise
+        err.print(f"error: {message}", markup=False, highlight=False)
+        raise SystemExit(EXIT_NO_SPACE) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,32 @@ err = Console(stderr=True, soft_wrap=True)
 
 EXIT_REJECTED = 1  # some rows were rejected (valid ones written unless --strict)
 EXIT_USAGE = 2  # the input as a whole is unusable; nothing written
+EXIT_NO_SPACE = 3  # the disk of the database (or of an output file) is full
+
+_NO_SPACE = ("database or disk is full", "no space left on device", "could not extend file")
+
+
+def no_space_message(exc: BaseException) -> str | None:
+    """A clear message when ``exc`` (or its cause) says the disk is full, else None.
+
+    SQLite says "database or disk is full", PostgreSQL "could not extend file ... No space
+    left on device", a file write raises OSError ENOSPC. The database rolled the
+    transaction back, so nothing of the command's unit of work was written."""
+    chain: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and seen not in chain:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    for cause in chain:
+        text = str(cause).strip()
+        full = isinstance(cause, OSError) and cause.errno == errno.ENOSPC
+        if full or any(marker in text.lower() for marker in _NO_SPACE):
+            first = text.splitlines()[0] if text else "ENOSPC"
+            return (
+                f"out of disk space ({first}); the unit of work was rolled back, so nothing "
+                "partial was written or published. Free space and run the command again."
+            )
+    return None
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
