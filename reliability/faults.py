@@ -192,7 +192,7 @@ class Bed:
         self.work = fresh_dir(self.options, f"faults/{self.name}-{self.backend}")
         self.url = self.options.databases.new(self.backend, f"faults-{self.name}")
         atms = self.work / "atms.csv"
-        self.points = write_world_atms(atms)
+        self.points = write_world_atms(atms, 400 if self.options.quick else WORLD_ATMS)
         ctx = Context(settings=load_settings(None, database_url=self.url, model_path=None))
         try:
             ingest_atms(ctx.sessions, path=atms, profile="geldmaat", clock=ctx.clock)
@@ -526,7 +526,7 @@ def bed_of(options: Options, name: str, backend: str, **kwargs: Any) -> Iterator
 
 def size(options: Options) -> int:
     """Reports per scenario."""
-    return 6 if options.quick else 8
+    return 4 if options.quick else 8
 
 
 # --------------------------------------------------------------------------- SMTP and webhook
@@ -665,8 +665,8 @@ def webhook_down_then_up(options: Options, backend: str) -> Scenario:
 def db_connection_lost(options: Options, backend: str) -> Scenario:
     """PostgreSQL: every connection of the application to its database is terminated three
     times (pg_terminate_backend) during a burst of reports and deliveries. SQLite has no
-    server connection to lose: another process holds the database's write lock for 4 s
-    (BEGIN EXCLUSIVE) during the burst instead."""
+    server connection to lose: a connection outside the application holds the database's
+    write lock (BEGIN EXCLUSIVE) for 4 s during the burst instead, so every writer waits."""
     with bed_of(options, "db_connection_lost", backend) as bed:
         scheduler = bed.scheduler()
         bed.smtp.delay_s = 0.2
@@ -677,7 +677,7 @@ def db_connection_lost(options: Options, backend: str) -> Scenario:
         def fault() -> None:
             if backend == "postgresql":
                 database = make_url(bed.url).database
-                for _ in range(3):
+                for _ in range(2 if options.quick else 3):
                     time.sleep(0.8)
                     with options.databases.admin().connect() as conn:
                         terminated.append(
@@ -698,7 +698,7 @@ def db_connection_lost(options: Options, backend: str) -> Scenario:
                 try:
                     conn.execute("BEGIN EXCLUSIVE")
                     terminated.append(1)
-                    time.sleep(4.0)
+                    time.sleep(2.0 if options.quick else 4.0)
                     conn.execute("ROLLBACK")
                 finally:
                     conn.close()
@@ -809,8 +809,9 @@ def succeeded_runs(bed: Bed) -> int:
 # --------------------------------------------------------------------------- process kills
 
 
-def kills(options: Options) -> int:
-    return 1 if options.quick else 2
+def kills(options: Options, process: str = "scheduler") -> int:
+    """SIGKILLs per scenario: two of a scheduler, one of the API (its restart costs most)."""
+    return 1 if options.quick or process == "api" else 2
 
 
 def scheduler_kill_scoring(options: Options, backend: str) -> Scenario:
@@ -949,13 +950,14 @@ def api_kill_scoring(options: Options, backend: str) -> Scenario:
     """SIGKILL the API while a scoring run is in progress (the scheduler scores every 3 s and
     clients read the ranking through the API all along), restart it."""
     with bed_of(options, "api_kill_scoring", backend, score_every=3) as bed:
-        scheduler = bed.scheduler()
+        scheduler = bed.scheduler(wait=False)  # starts while the API does
         port = free_port()
         key = operator_key(bed)
         api = bed.api(port)
+        bed.schedulers_ready()
         killed = reads = 0
         deadline = time.monotonic() + 60
-        while killed < kills(options) and time.monotonic() < deadline:
+        while killed < kills(options, "api") and time.monotonic() < deadline:
             ok = api_ranking_ok(port, key, bed)
             reads += ok is not None
             bed.partial_seen += ok is False
@@ -966,13 +968,21 @@ def api_kill_scoring(options: Options, backend: str) -> Scenario:
                 api = bed.api(port)
             time.sleep(0.02)
         before = succeeded_runs(bed)
-        wait_for(lambda: succeeded_runs(bed) > before, 30, 0.2)
+
+        def next_run_published() -> bool:  # reading through the API meanwhile
+            ok = api_ranking_ok(port, key, bed)
+            bed.partial_seen += ok is False
+            nonlocal reads
+            reads += ok is not None
+            return succeeded_runs(bed) > before
+
+        wait_for(next_run_published, 30, 0.05)
         final = api_ranking_ok(port, key, bed)
         bed.partial_seen += final is False
         return finish(
             bed,
             {
-                "killed during scoring": killed == kills(options),
+                "killed during scoring": killed == kills(options, "api"),
                 "API answers after restart with a complete ranking": final is True,
                 "scheduler alive": scheduler.alive(),
             },
@@ -985,14 +995,15 @@ def api_kill_delivery(options: Options, backend: str) -> Scenario:
     takes 2 s per message), restart it; the scheduler's outbox takes the claims over after
     their lease."""
     with bed_of(options, "api_kill_delivery", backend) as bed:
-        scheduler = bed.scheduler()
+        scheduler = bed.scheduler(wait=False)  # starts while the API does
         port = free_port()
         key = operator_key(bed)
         api = bed.api(port)
+        bed.schedulers_ready()
         bed.smtp.delay_s = 2.0
         killed = 0
         answers: list[int | str] = []
-        for k in range(kills(options)):
+        for k in range(kills(options, "api")):
             lat, lon = bed.points[k]
 
             def post(lat: float = lat, lon: float = lon) -> None:
@@ -1019,7 +1030,7 @@ def api_kill_delivery(options: Options, backend: str) -> Scenario:
         return finish(
             bed,
             {
-                "killed while sending": killed == kills(options),
+                "killed while sending": killed == kills(options, "api"),
                 "API answers after restart": api.alive(),
                 "scheduler alive": scheduler.alive(),
             },
