@@ -495,6 +495,36 @@ def test_a_run_of_a_dead_process_is_abandoned_and_recovered_once(
         assert "died" in (risk_run.error or "")
 
 
+def test_a_run_whose_outcome_could_not_be_written_is_abandoned_by_its_own_process(
+    sessions: sessionmaker[Session], clock: FrozenClock
+) -> None:
+    """The database went away as a run ended (found by reliability/faults.py: a PostgreSQL
+    restart mid-scoring): finish() could not write, the row stayed ``running`` under this
+    live process, and every later fire time was skipped as an overlap. The process' own
+    heartbeat knows it no longer executes the run: abandoned, then recovered."""
+    definitions = load_definitions(JOBS)
+    calls = Calls()
+    runner = _runner(sessions, clock, definitions, {"score": calls})
+    t = _local(date(2026, 11, 27), 21, 30)
+    clock.set(t)
+    # the state a failed finish() leaves: claimed by this process, not executing any more
+    lost = runs.claim(sessions, job="score", scheduled_for=t, now=t, owner=runner.owner)
+    assert lost.run_id is not None
+    other = Owner.current()  # another scheduler of this process' host, alive
+    assert runs.claim(sessions, job="digest_daily", scheduled_for=t, now=t, owner=other).run_id
+    clock.set(t + timedelta(minutes=10))  # within the job's timeout: left alone
+    assert runner.check(clock.now())["abandoned"] == 0
+    clock.set(t + timedelta(minutes=21))
+    result = runner.check(clock.now())
+    assert result["abandoned"] == 1
+    assert result["recovered"] == [f"score@{t.isoformat()}"]
+    rows = {r.scheduled_for: r for r in _rows(sessions, "score")}
+    assert rows[t].status == JobRunStatus.SUCCEEDED
+    assert rows[t].recovered_at == clock.now()
+    assert _rows(sessions, "digest_daily")[0].status == JobRunStatus.RUNNING  # left alone
+    assert calls.count[("score", t)] == 1
+
+
 def test_abandoned_too_late_is_not_recovered_and_live_runs_stay(
     sessions: sessionmaker[Session], clock: FrozenClock
 ) -> None:

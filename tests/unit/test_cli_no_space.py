@@ -22,9 +22,14 @@ def test_sqlite_full_is_named_and_says_nothing_partial_was_written(tmp_path: Pat
 
     with engine.begin() as conn:
         conn.execute(text("CREATE TABLE t (x TEXT)"))
-    with pytest.raises(OperationalError) as caught, engine.begin() as conn:
-        for _ in range(100):
-            conn.execute(text("INSERT INTO t VALUES (:x)"), {"x": "x" * 4000})
+
+    def fill() -> None:
+        with engine.begin() as conn:
+            for _ in range(100):
+                conn.execute(text("INSERT INTO t VALUES (:x)"), {"x": "x" * 4000})
+
+    with pytest.raises(OperationalError) as caught:
+        fill()
     engine.dispose()
     message = no_space_message(caught.value)
     assert message is not None
@@ -41,7 +46,8 @@ def test_enospc_from_a_file_write_and_its_wrapping_error() -> None:
             raise RuntimeError("writing the ranking failed") from exc
     except RuntimeError as wrapped:
         message = no_space_message(wrapped)
-    assert message is not None and "out of disk space" in message
+    assert message is not None
+    assert "out of disk space" in message
 
 
 def test_other_errors_are_left_alone() -> None:

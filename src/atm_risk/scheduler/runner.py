@@ -80,6 +80,8 @@ class Runner:
         self.owner = owner or Owner.current()
         self.background_recovery = background_recovery
         self._threads: list[threading.Thread] = []
+        self._in_flight: set[int] = set()  # run ids this process is executing now
+        self._in_flight_lock = threading.Lock()
 
     def definition(self, name: str) -> JobDefinition:
         try:
@@ -132,17 +134,26 @@ class Runner:
             args=dict(definition.args),
         )
         log.info("%s at %s: running (run %s)", definition.name, scheduled_for, run_id)
+        with self._in_flight_lock:
+            self._in_flight.add(run_id)
         try:
-            result = func(ctx)
-        except BaseException as exc:
-            runs.finish(self.sessions, run_id, self.owner, now=self.clock.now(), error=exc)
-            log.warning("%s at %s: failed: %s", definition.name, scheduled_for, exc)
-            self.alert_on_streak(definition)
-            if raise_errors or not isinstance(exc, Exception):
-                raise
-            error = f"{type(exc).__name__}: {exc}"
-            return RunOutcome(definition.name, scheduled_for, "failed", run_id, error=error)
-        owned = runs.finish(self.sessions, run_id, self.owner, now=self.clock.now(), result=result)
+            try:
+                result = func(ctx)
+            except BaseException as exc:
+                runs.finish(self.sessions, run_id, self.owner, now=self.clock.now(), error=exc)
+                log.warning("%s at %s: failed: %s", definition.name, scheduled_for, exc)
+                self.alert_on_streak(definition)
+                if raise_errors or not isinstance(exc, Exception):
+                    raise
+                error = f"{type(exc).__name__}: {exc}"
+                return RunOutcome(definition.name, scheduled_for, "failed", run_id, error=error)
+            owned = runs.finish(
+                self.sessions, run_id, self.owner, now=self.clock.now(), result=result
+            )
+        finally:
+            # if finish() could not write (the database away), the heartbeat abandons the row
+            with self._in_flight_lock:
+                self._in_flight.discard(run_id)
         status = "succeeded" if owned else "lost"
         if not owned:
             log.warning("%s at %s: finished, but the run was taken over", definition.name, run_id)
@@ -222,13 +233,21 @@ class Runner:
         }
 
     def abandon(self, now: datetime) -> int:
-        """Running rows past their job's timeout whose process is gone become abandoned;
-        a scoring run they left ``running`` is marked failed (its scores never committed,
-        so the previous ranking stays the visible one)."""
+        """Running rows past their job's timeout whose process is gone -- or of this process
+        but no longer executing, their outcome lost with the database connection -- become
+        abandoned; a scoring run they left ``running`` is marked failed (its scores never
+        committed, so the previous ranking stays the visible one)."""
         timeouts = {name: float(d.timeout) for name, d in self.definitions.items()}
         with transaction(self.sessions, short=True) as session:
+            with self._in_flight_lock:
+                in_flight = set(self._in_flight)
             rows = runs.abandon_dead(
-                session, now=now, timeouts=timeouts, default_timeout=DEFAULT_TIMEOUT_S
+                session,
+                now=now,
+                timeouts=timeouts,
+                default_timeout=DEFAULT_TIMEOUT_S,
+                me=self.owner,
+                in_flight=in_flight,
             )
             for row in rows:
                 log.warning("%s at %s: abandoned (%s)", row.job, row.scheduled_for, row.host)
@@ -243,8 +262,8 @@ class Runner:
                         .values(
                             status=RunStatus.FAILED,
                             finished_at=now,
-                            error="the scheduler process died during the run "
-                            f"({row.host} pid {row.pid}); job run {row.id} abandoned",
+                            error=f"the scheduler ({row.host} pid {row.pid}) died or lost "
+                            f"its database during the run; job run {row.id} abandoned",
                         )
                     )
         return len(rows)

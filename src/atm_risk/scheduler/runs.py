@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -273,18 +274,33 @@ def owns_running(sessions: sessionmaker[Session], job: str, owner: Owner) -> boo
 
 
 def abandon_dead(
-    session: Session, *, now: datetime, timeouts: dict[str, float], default_timeout: float
+    session: Session,
+    *,
+    now: datetime,
+    timeouts: dict[str, float],
+    default_timeout: float,
+    me: Owner | None = None,
+    in_flight: Collection[int] = (),
 ) -> list[JobRun]:
     """Mark ``abandoned`` every running row older than its job's timeout whose owner is gone
-    (dead pid on this host; on another host, the timeout alone). Returns those rows."""
+    (dead pid on this host; on another host, the timeout alone). Rows of ``me`` (the calling
+    process) that it is not executing (not ``in_flight``) count as gone too: their outcome
+    could not be recorded (the database was away when the run ended), and nobody else would
+    ever finish them. Returns those rows."""
     out = []
     rows = session.scalars(select(JobRun).where(JobRun.status == JobRunStatus.RUNNING)).all()
     for row in rows:
         timeout = timedelta(seconds=timeouts.get(row.job, default_timeout))
         if row.started_at is None or now - row.started_at <= timeout:
             continue
-        if owner_alive(row.host, row.pid, row.owner):
+        orphan = me is not None and row.owner == me.token and row.id not in in_flight
+        if not orphan and owner_alive(row.host, row.pid, row.owner):
             continue
+        why = (
+            "its outcome could not be recorded (the database was unreachable when it ended)"
+            if orphan
+            else "which is gone"
+        )
         done = session.execute(
             update(JobRun)
             .where(
@@ -296,7 +312,7 @@ def abandon_dead(
                 status=JobRunStatus.ABANDONED,
                 finished_at=now,
                 error=f"abandoned: running since {row.started_at.isoformat()} on {row.host} "
-                f"pid {row.pid}, which is gone",
+                f"pid {row.pid}, {why}",
             )
         )
         if _rowcount(done):
