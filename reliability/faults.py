@@ -993,7 +993,8 @@ def api_kill_scoring(options: Options, backend: str) -> Scenario:
 def api_kill_delivery(options: Options, backend: str) -> Scenario:
     """SIGKILL the API while it sends the messages of an attack reported to it (the relay
     takes 2 s per message), restart it; the scheduler's outbox takes the claims over after
-    their lease."""
+    their lease. A message the relay had received whole before the kill is kept by the relay
+    and sent again after the lease (at least once): a duplicate with the same Message-ID."""
     with bed_of(options, "api_kill_delivery", backend) as bed:
         scheduler = bed.scheduler(wait=False)  # starts while the API does
         port = free_port()
@@ -1260,6 +1261,29 @@ def line(s: Scenario) -> str:
     )
 
 
+FACTS = {  # detail -> how the table's "what happened" column names it
+    "kills": "SIGKILLs",
+    "reports_refused": "reports refused with an error",
+    "refused_with_4xx": "4xx replies",
+    "configuration_errors_recorded": "configuration errors recorded",
+    "failures_reported_to_operators": "failures named to operators",
+    "connections_terminated": "connections terminated",
+    "restart_s": "restart took s",
+    "ranking_reads": "rankings read via the API",
+    "webhooks_received": "webhooks received",
+}
+
+
+def facts(details: dict[str, Any]) -> str:
+    out = [f"{label} {details[key]}" for key, label in FACTS.items() if details.get(key)]
+    if details.get("risk_runs"):
+        out.append("risk runs " + ", ".join(f"{k} {v}" for k, v in details["risk_runs"].items()))
+    recovered = (details.get("scheduler") or {}).get("missed_runs_recovered")
+    if recovered:
+        out.append(f"killed runs recovered {recovered}")
+    return "; ".join(out)
+
+
 def markdown(results: dict[str, Any]) -> str:
     rows = results.get("scenarios", [])
     table = scenario_table(
@@ -1267,8 +1291,9 @@ def markdown(results: dict[str, Any]) -> str:
             {
                 **r,
                 "reports": r["details"].get("reports_stored", ""),
-                "deliveries": sum(r["details"].get("deliveries", {}).values()) or "",
+                "deliveries": sum(r["details"].get("deliveries", {}).values()),
                 "attempts": r["details"].get("attempts", ""),
+                "what happened": facts(r["details"]),
             }
             for r in rows
         ],
@@ -1280,6 +1305,7 @@ def markdown(results: dict[str, Any]) -> str:
             "deliveries",
             "attempts",
             "seconds",
+            "what happened",
         ],
     )
     failed = [
@@ -1295,12 +1321,13 @@ def markdown(results: dict[str, Any]) -> str:
         for name, fn in SCENARIOS.items()
         if any(r["name"] == name for r in rows)
     )
+    method = (__doc__ or "").split("\n\n", 1)[1].strip().replace("``", "`")
     return "\n\n".join(
         part
         for part in (
-            " ".join((__doc__ or "").split("\n\n")[1].split()),
+            method,
             table,
-            "Not survived:\n" + "\n".join(failed) if failed else "",
+            "Not survived:\n\n" + "\n".join(failed) if failed else "",
             "What each scenario does:\n\n" + described,
         )
         if part
