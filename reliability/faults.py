@@ -666,8 +666,10 @@ def db_connection_lost(options: Options, backend: str) -> Scenario:
     """PostgreSQL: every connection of the application to its database is terminated three
     times (pg_terminate_backend) during a burst of reports and deliveries. SQLite has no
     server connection to lose: a connection outside the application holds the database's
-    write lock (BEGIN EXCLUSIVE) for 4 s during the burst instead, so every writer waits."""
-    with bed_of(options, "db_connection_lost", backend) as bed:
+    write lock (BEGIN EXCLUSIVE) for 4 s during the burst instead, so every writer waits.
+    The claim lease is 10 s here: a stall longer than the lease (60 s by default) lets a
+    second dispatcher resend a message whose outcome the first could not record yet."""
+    with bed_of(options, "db_connection_lost", backend, lease_s=10.0) as bed:
         scheduler = bed.scheduler()
         bed.smtp.delay_s = 0.2
         n = size(options)
