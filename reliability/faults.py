@@ -37,6 +37,7 @@ import logging
 import os
 import random
 import re
+import secrets
 import shutil
 import signal
 import sqlite3
@@ -112,7 +113,7 @@ POLICE = {
     ),
 }
 WORLD_ATMS = 1500  # a scoring run takes about a second: long enough to be killed in
-HOOK_SECRET = "reliability-hook-secret"  # a throw-away secret for the loopback receiver
+HOOK_SECRET = secrets.token_hex(16)  # the loopback receiver's, new every run
 FINAL = {DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.SUPPRESSED}
 _HEALTH_LINE = re.compile(r"delivery (\d+) \(")
 
