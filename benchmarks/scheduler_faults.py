@@ -81,7 +81,9 @@ timeout = 2               # a killed run is abandoned 2 s after it started
 recover_within = 120      # and re-run once within 2 minutes of its fire time
 alert_after_failures = 2
 """
-    return (score if score_every is not None else "") + f"""
+    return (
+        (score if score_every is not None else "")
+        + f"""
 [[jobs]]
 name = "heartbeat"
 run = "heartbeat"
@@ -102,6 +104,7 @@ coalesce = true
 max_instances = 1
 timeout = 3
 """
+    )
 
 
 # --------------------------------------------------------------------------- worker
