@@ -218,6 +218,10 @@ class Bed:
         }
         os.environ["ATM_RISK_RELIABILITY_HOOK_SECRET"] = HOOK_SECRET  # the driver's sends
         self.ctx = Context(settings=load_settings(config))
+        # reconciliation (after the suite) recomputes every recipient from this routing
+        self.options.databases.describe(
+            self.url, routing=routing, routed_after=self.ctx.clock.now()
+        )
 
     def settings_toml(self, routing: Path) -> str:
         ca = f'ca_file = "{self.ca_file}"\n' if self.ca_file else ""
@@ -883,7 +887,8 @@ def sending_claims(bed: Bed) -> int:
 
 def scheduler_kill_delivery(options: Options, backend: str) -> Scenario:
     """SIGKILL the scheduler while its outbox job is sending (the relay takes 2 s per message),
-    restart it; the claims' leases expire and the deliveries are sent by the new process."""
+    restart it; the claims' leases expire and the deliveries are sent by the new process. A
+    message the relay had received whole before the kill is sent again (at least once)."""
     with bed_of(options, "scheduler_kill_delivery", backend) as bed:
         proc = bed.scheduler()
         bed.smtp.delay_s = 2.0
