@@ -52,11 +52,25 @@ _PROJECTOR = ThreadPoolExecutor(
 
 
 def _transform(src: str, dst: str, a: npt.ArrayLike, b: npt.ArrayLike) -> tuple[Any, Any]:
-    transformer = _transformer(src, dst)
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.size == 1 and a.ndim == 1:
+        # one point (an incident's place, asked for by several steps of one report)
+        x, y = _point(src, dst, float(a[0]), float(b[0]))
+        return np.array([x]), np.array([y])
+    transformer = _transformer(src, dst)
     if a.size <= _FEW and not getattr(_LOCAL, "projector", False):
         return _PROJECTOR.submit(transformer.transform, a, b).result()
     return transformer.transform(a, b)
+
+
+@lru_cache(maxsize=4096)
+def _point(src: str, dst: str, a: float, b: float) -> tuple[float, float]:
+    transform = _transformer(src, dst).transform
+    if getattr(_LOCAL, "projector", False):
+        x, y = transform(a, b)
+    else:
+        x, y = _PROJECTOR.submit(transform, a, b).result()
+    return float(x), float(y)
 
 
 def project(

@@ -23,6 +23,9 @@ def test_few_and_many_points_project_alike_from_any_thread() -> None:
         few = np.array(list(pool.map(one, range(0, 1000, 37))))
     np.testing.assert_allclose(few[:, 0], bulk_x[::37], atol=1e-6)
     np.testing.assert_allclose(few[:, 1], bulk_y[::37], atol=1e-6)
+    few_x, few_y = project(lon[:5], lat[:5], "EPSG:3035")  # a few: the projection thread
+    np.testing.assert_allclose(few_x, bulk_x[:5], atol=1e-6)
+    np.testing.assert_allclose(few_y, bulk_y[:5], atol=1e-6)
     back_lon, back_lat = unproject(few[:, 0], few[:, 1], "EPSG:3035")
     np.testing.assert_allclose(back_lon, lon[::37], atol=1e-9)
     np.testing.assert_allclose(back_lat, lat[::37], atol=1e-9)
