@@ -771,21 +771,24 @@ def postgres_restart(options: Options, backend: str) -> Scenario:
         )
         restart_s = time.monotonic() - started
         bed.reports(size(options), 0.2)
-        before = succeeded_runs(bed)
-        ran_after = wait_for(lambda: succeeded_runs(bed) > before, 40, 0.2)
+        ran_after = new_run_succeeded(bed, 40)
         for _ in range(20):
             bed.watch_ranking()
-        result = finish(
+        accepted = bed.report()
+        return finish(
             bed,
             {
                 "restarted during a scoring run": caught and restart.returncode == 0,
                 "scheduler alive": scheduler.alive(),
                 "a scoring run succeeded after the restart": ran_after,
-                "reports accepted after the restart": bed.report(),
+                "reports accepted after the restart": accepted,
             },
-            {"restart_s": round(restart_s, 1), "restart_output": restart.stderr[-300:]},
+            {
+                "restart_s": round(restart_s, 1),
+                "restart_output": restart.stderr[-300:],
+                "scheduler": count(bed.ctx, 0, 0, 0),
+            },
         )
-        return result
 
 
 def running_risk_runs(bed: Bed) -> int:
@@ -799,18 +802,38 @@ def running_risk_runs(bed: Bed) -> int:
 
 
 def succeeded_runs(bed: Bed) -> int:
-    try:
-        with bed.ctx.sessions() as s:
-            return int(
-                s.scalar(
-                    select(func.count())
-                    .select_from(RiskRun)
-                    .where(RiskRun.status == RunStatus.SUCCEEDED)
-                )
-                or 0
+    """Scoring runs published so far (raises while the database is away)."""
+    with bed.ctx.sessions() as s:
+        return int(
+            s.scalar(
+                select(func.count())
+                .select_from(RiskRun)
+                .where(RiskRun.status == RunStatus.SUCCEEDED)
             )
-    except Exception:
-        return -1
+            or 0
+        )
+
+
+def new_run_succeeded(
+    bed: Bed, timeout: float, meanwhile: Callable[[], None] | None = None
+) -> bool:
+    """Whether a scoring run succeeds within ``timeout`` s from now (counted from the first
+    answer of the database, which may be away when this starts)."""
+    deadline = time.monotonic() + timeout
+    before: int | None = None
+    while time.monotonic() < deadline:
+        if meanwhile is not None:
+            meanwhile()
+        try:
+            n = succeeded_runs(bed)
+        except Exception:
+            n = None
+        if n is not None and before is None:
+            before = n
+        elif n is not None and before is not None and n > before:
+            return True
+        time.sleep(0.2)
+    return False
 
 
 # --------------------------------------------------------------------------- process kills
@@ -840,8 +863,7 @@ def scheduler_kill_scoring(options: Options, backend: str) -> Scenario:
             time.sleep(0.01)
         live = {p.pid for p in bed.processes if p.alive() and p.pid is not None}
         settle(bed.ctx, live, timeout=40)
-        before = succeeded_runs(bed)
-        ran_after = wait_for(lambda: succeeded_runs(bed) > before, 30, 0.2)
+        ran_after = new_run_succeeded(bed, 30)
         wait_for(lambda: not score_runs_open(bed), 60, 0.2)  # recoveries finish
         runs = count(bed.ctx, killed, 0, killed)
         return finish(
@@ -975,16 +997,14 @@ def api_kill_scoring(options: Options, backend: str) -> Scenario:
                 time.sleep(0.5)
                 api = bed.api(port)
             time.sleep(0.02)
-        before = succeeded_runs(bed)
 
-        def next_run_published() -> bool:  # reading through the API meanwhile
+        def read_ranking() -> None:  # through the API while the next run is published
+            nonlocal reads
             ok = api_ranking_ok(port, key, bed)
             bed.partial_seen += ok is False
-            nonlocal reads
             reads += ok is not None
-            return succeeded_runs(bed) > before
 
-        wait_for(next_run_published, 30, 0.05)
+        new_run_succeeded(bed, 30, read_ranking)
         final = api_ranking_ok(port, key, bed)
         bed.partial_seen += final is False
         return finish(
