@@ -23,7 +23,7 @@ from atm_risk import __version__
 from atm_risk.alerts.service import warm as warm_immediate_path
 from atm_risk.api import web
 from atm_risk.api.deps import BadKeyLimiter, KeyCache
-from atm_risk.api.routes import router
+from atm_risk.api.routes import RunCounts, router
 from atm_risk.app import Context
 from atm_risk.clock import Clock
 from atm_risk.config import Settings, load_settings
@@ -70,6 +70,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.state.ctx = ctx
     app.state.bad_keys = BadKeyLimiter()
     app.state.keys = KeyCache()
+    app.state.run_counts = RunCounts()
     audit_log = AuditWriter(ctx)
     warmed = threading.Event()
     app.state.audit = audit_log

@@ -23,7 +23,8 @@ BAD_KEYS_PER_MINUTE = 20
 KEY_CACHE_S = 5.0  # a revoked key stops working within this time
 
 
-def context(request: Request) -> Context:
+async def context(request: Request) -> Context:
+    # async: no blocking work, so it costs no hop to the thread pool
     ctx = request.app.state.ctx
     assert isinstance(ctx, Context)
     return ctx

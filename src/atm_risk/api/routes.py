@@ -7,12 +7,15 @@ import csv
 import io
 import json
 import tempfile
+import threading
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Response
+import orjson
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, or_, select
@@ -33,7 +36,6 @@ from atm_risk.tenancy.keys import Scope
 from atm_risk.tenancy.models import Operator
 
 router = APIRouter(prefix="/api/v1")
-_COUNTS: dict[tuple[Any, ...], int | None] = {}
 MAX_PAGE = 1000
 MAX_SILENCE = timedelta(days=30)
 
@@ -97,10 +99,13 @@ def _without_money(value: Any) -> Any:
     return value
 
 
+_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+
 def _json(doc: dict[str, Any]) -> Response:
     """A JSON response from plain data (no per-field encoder pass: the lists are long)."""
     return Response(
-        json.dumps(doc, separators=(",", ":"), default=str), media_type="application/json"
+        orjson.dumps(doc, default=str, option=_JSON_OPTIONS), media_type="application/json"
     )
 
 
@@ -132,6 +137,39 @@ def _ranking_query(ctx: Any, db: Any, scope: Scope, run: RiskRun) -> Any:
         .where(RiskScore.run_id == run.id)
     )
     return scope_atms(query, scope, db, ctx)
+
+
+class RunCounts:
+    """Totals of the published run last asked about, per scope and filter (a published run
+    never changes); a new run starts afresh. One per app."""
+
+    def __init__(self) -> None:
+        self._run: tuple[int, Any] | None = None
+        self._counts: dict[tuple[Any, ...], int] = {}
+        self._lock = threading.Lock()
+
+    def get(self, run: RiskRun, key: tuple[Any, ...], count: Callable[[], int | None]) -> int:
+        this = (run.id, run.finished_at)
+        with self._lock:
+            if self._run != this:
+                self._run, self._counts = this, {}
+            total = self._counts.get(key)
+        if total is None:
+            total = int(count() or 0)
+            with self._lock:
+                if self._run == this:
+                    self._counts[key] = total
+        return total
+
+
+def _page(query: Any, scope: Scope, unfiltered: bool, offset: int, limit: int) -> Any:
+    """One page of the ranking. Without filters, an operator's page is a range of the run's
+    ranks and a bank's a range of its operator ranks (both 1..n without gaps, indexed with
+    the run): an index range scan instead of an OFFSET scan over the pages before it."""
+    if unfiltered and scope.role in ("operator", "bank"):
+        rank = RiskScore.rank if scope.role == "operator" else RiskScore.operator_rank
+        return query.where(rank.between(offset + 1, offset + limit)).order_by(rank).limit(limit)
+    return query.order_by(RiskScore.rank).limit(limit).offset(offset)
 
 
 def machines_with_latest_score(ctx: Any, db: Any, scope: Scope) -> tuple[RiskRun | None, Any]:
@@ -241,6 +279,7 @@ RANKING_FIELDS = (
     responses={200: {"content": {"text/csv": {}, "application/geo+json": {}}}},
 )
 def get_ranking(
+    request: Request,
     ctx: Ctx,
     db: DB,
     scope: Principal,
@@ -258,20 +297,13 @@ def get_ranking(
         query = query.where(RiskScore.risk_band == str(band))
     if action is not None:
         query = query.where(RiskScore.action == str(action))
-    # a published run never changes: its counts per scope and filter are cached
-    count_key = (
-        ctx.settings.database_url,
-        run.id,
-        scope.role,
-        scope.operator_id,
-        tuple(sorted(scope.regions)),
-        band,
-        action,
+    # a published run never changes: its counts per scope and filter are kept
+    counts: RunCounts = request.app.state.run_counts
+    count_key = (scope.role, scope.operator_id, tuple(sorted(scope.regions)), band, action)
+    total = counts.get(
+        run, count_key, lambda: db.scalar(select(func.count()).select_from(query.subquery()))
     )
-    total = _COUNTS.get(count_key)
-    if total is None:
-        total = _COUNTS[count_key] = db.scalar(select(func.count()).select_from(query.subquery()))
-    rows = db.execute(query.order_by(RiskScore.rank).limit(limit).offset(offset)).all()
+    rows = db.execute(_page(query, scope, band is None and action is None, offset, limit)).all()
     items = []
     for rank, code, atm_id, lon, lat, city, address, p, band_, el, act, act_reasons in rows:
         reason = str((act_reasons or [{}])[0].get("text", ""))

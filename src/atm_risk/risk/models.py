@@ -39,12 +39,15 @@ class RiskScore(Base):
     __table_args__ = (
         UniqueConstraint("run_id", "atm_pk"),
         Index("ix_risk_scores_run_rank", "run_id", "rank"),
+        Index("ix_risk_scores_run_operator_rank", "run_id", "operator_rank"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("risk_runs.id", ondelete="CASCADE"))
     atm_pk: Mapped[int] = mapped_column(ForeignKey("atms.id"), index=True)
-    rank: Mapped[int] = mapped_column(Integer)
+    rank: Mapped[int] = mapped_column(Integer)  # 1..n over the run
+    # 1..n over the run's machines of one operator (a bank's page is an index range scan)
+    operator_rank: Mapped[int] = mapped_column(Integer)
     score: Mapped[float] = mapped_column(Float)
     probability: Mapped[float | None] = mapped_column(Float)
     reasons: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -189,11 +190,13 @@ def run_scoring(
             # Highest score first; ties by machine id so that ranks are reproducible.
             scores.sort(key=lambda s: (-s.score, s.atm_pk))
             decisions, probability_method = _decisions(session, settings, scores, as_of, scorer)
+            operator_ranks = _operator_ranks(session, [s.atm_pk for s in scores])
             session.add_all(
                 RiskScore(
                     run_id=run.id,
                     atm_pk=s.atm_pk,
                     rank=rank,
+                    operator_rank=operator_ranks[s.atm_pk],
                     score=s.score,
                     probability=finite(decisions.at[s.atm_pk, "probability"]),
                     reasons=s.reasons,
@@ -222,6 +225,17 @@ def run_scoring(
             db_run.error = f"{type(exc).__name__}: {exc}"[:4000]
             db_run.finished_at = clock.now()
         raise
+
+
+def _operator_ranks(session: Session, ranked: list[int]) -> dict[int, int]:
+    """Rank within the machine's operator, for machine ids in ranking order."""
+    operator: dict[int, int] = dict(session.execute(select(Atm.id, Atm.operator_id)).all())
+    seen: Counter[int] = Counter()
+    out = {}
+    for pk in ranked:
+        seen[operator[pk]] += 1
+        out[pk] = seen[operator[pk]]
+    return out
 
 
 def _decisions(
