@@ -27,7 +27,6 @@ import json
 import multiprocessing as mp
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,8 +40,8 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
+from benchmarks.loadgen import api_process  # noqa: E402
 from sqlalchemy import select  # noqa: E402
-from tests.api_server import free_port  # noqa: E402
 from tests.smtp_server import SmtpTestServer  # noqa: E402
 
 from atm_risk.alerts.channels import SmtpConfig  # noqa: E402
@@ -173,45 +172,22 @@ def report_through_api(
     """Report through POST /api/v1/incidents to uvicorn with ``workers`` processes."""
     with transaction(ctx.sessions) as session:
         key, _ = create_key(session, role="operator", now=ctx.clock.now(), label="benchmark")
-    api_port = free_port()
     env = {
-        **os.environ,
-        "ATM_RISK_DATABASE_URL": url,
-        "ATM_RISK_MODEL_PATH": "",
         "ATM_RISK_ALERTS__ROUTING_FILE": str(work / "routing.toml"),
         "ATM_RISK_ALERTS__SMTP__HOST": "127.0.0.1",
         "ATM_RISK_ALERTS__SMTP__PORT": str(port),
         "ATM_RISK_ALERTS__SMTP__SECURITY": "none",
         "ATM_RISK_ALERTS__SMTP__FROM_ADDRESS": "a@b.example",
     }
-    server = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "uvicorn", "atm_risk.api.asgi:app"),
-            *("--host", "127.0.0.1", "--port", str(api_port), "--workers", str(workers)),
-            *("--log-level", "warning"),
-        ],
-        env=env,
-    )
-    base = f"http://127.0.0.1:{api_port}"
     headers = {"Authorization": f"Bearer {key}"}
-    try:
-        # up, and warm: every worker builds the immediate path's caches at start; wait until
-        # 10 answers in a row (new connections, spread over the workers) say so
-        deadline, warm = time.time() + 180, 0
-        while warm < 10:
-            try:
-                warm = warm + 1 if httpx.get(f"{base}/healthz", timeout=5).json()["warm"] else 0
-            except httpx.HTTPError:
-                warm = 0
-            if time.time() > deadline or server.poll() is not None:
-                raise RuntimeError("the API did not start warm")
-            time.sleep(0.05)
+    # up, and warm: every worker builds the immediate path's caches at start
+    with api_process(url, workers=workers, env=env, warm=True) as api:
         sent: dict[str, tuple[float, int | None]] = {}
         local = __import__("threading").local()
 
         def one(k: int) -> None:
             if not hasattr(local, "client"):
-                local.client = httpx.Client(base_url=base, headers=headers, timeout=60)
+                local.client = httpx.Client(base_url=api.base, headers=headers, timeout=60)
             t0 = time.time()
             response = local.client.post(
                 "/api/v1/incidents",
@@ -223,9 +199,6 @@ def report_through_api(
 
         with ThreadPoolExecutor(max_workers=c) as pool:
             list(pool.map(one, range(n)))
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     # a report's deliveries: its alert's rows written in its transaction (same timestamp)
     started: dict[int, float] = {}
     with ctx.sessions() as session:

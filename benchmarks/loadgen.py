@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -30,7 +29,13 @@ import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.api_server import free_port  # noqa: E402
+
 BANKS = 5
+PROVINCES = ROOT / "data/nl_admin_cbs/provincies_2022.geojson"
 
 
 @dataclass(frozen=True)
@@ -55,8 +60,10 @@ def simulated_atms_csv(machines: int, path: Path) -> Path:
 
 
 def build(url: str, machines: int, work: Path) -> World:
-    """Migrate ``url``, ingest the simulated machines, publish one scoring run, make keys."""
+    """Migrate ``url``, ingest the simulated machines and the provinces (police regions,
+    alert routing), publish one scoring run, make a bank and an operator key."""
     from atm_risk.app import Context
+    from atm_risk.areas.service import ingest_area
     from atm_risk.config import Settings
     from atm_risk.db import transaction
     from atm_risk.ingest.run import ingest_atms
@@ -69,6 +76,7 @@ def build(url: str, machines: int, work: Path) -> World:
     upgrade(ctx.engine)
     t = time.perf_counter()
     ingest_atms(ctx.sessions, path=path, clock=ctx.clock)
+    ingest_area(ctx.sessions, name="nl_provinces", path=PROVINCES, clock=ctx.clock)
     run_scoring(ctx.sessions, settings=ctx.settings, clock=ctx.clock)
     setup_s = time.perf_counter() - t
     with transaction(ctx.sessions) as session:
@@ -76,12 +84,6 @@ def build(url: str, machines: int, work: Path) -> World:
         ops, _ = create_key(session, role="operator", now=ctx.clock.now())
     ctx.close()
     return World(url, machines, bank, ops, setup_s)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -96,9 +98,11 @@ class ApiProcess:
 
 @contextmanager
 def api_process(
-    url: str, *, workers: int = 1, env: dict[str, str] | None = None
+    url: str, *, workers: int = 1, env: dict[str, str] | None = None, warm: bool = False
 ) -> Iterator[ApiProcess]:
-    """``uvicorn atm_risk.api.asgi:app`` on a free loopback port until the block ends."""
+    """``uvicorn atm_risk.api.asgi:app`` on a free loopback port until the block ends; with
+    ``warm``, once 10 answers of /healthz in a row (new connections, spread over the workers)
+    say the immediate alert path is warm."""
     port = free_port()
     environ = {**os.environ, "ATM_RISK_DATABASE_URL": url, "ATM_RISK_MODEL_PATH": ""}
     command = [sys.executable, "-m", "uvicorn", "atm_risk.api.asgi:app", "--host", "127.0.0.1"]
@@ -106,15 +110,17 @@ def api_process(
     process = subprocess.Popen(command, env=environ | (env or {}))
     api = ApiProcess(process, port)
     try:
-        deadline = time.monotonic() + 60
-        while True:
+        deadline, ready = time.monotonic() + 180, 0
+        while ready < (10 if warm else 1):
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the API did not start")
+                raise RuntimeError("the API did not start" + (" warm" if warm else ""))
             try:
-                if httpx.get(f"{api.base}/healthz", timeout=1).status_code == 200:
-                    break
+                answer = httpx.get(f"{api.base}/healthz", timeout=5)
+                up = answer.status_code == 200 and (not warm or answer.json().get("warm"))
+                ready = ready + 1 if up else 0
             except httpx.HTTPError:
-                time.sleep(0.1)
+                ready = 0
+            time.sleep(0.05)
         yield api
     finally:
         process.terminate()
@@ -163,8 +169,7 @@ class Result:
     due: float  # seconds after the start of the run
     latency_s: float  # from ``due`` to the last byte of the response
     status: int
-    body: bytes
-    error: str | None  # a transport error or what ``check`` found wrong
+    error: str | None  # a transport error or what ``check`` found wrong (it sees the body)
 
 
 Check = Callable[[Request, int, bytes], str | None]
@@ -256,7 +261,7 @@ async def _open_loop(
             if conn is not None:
                 conn.close()
         done = time.perf_counter()
-        results[k] = Result(request, due - start, done - due, status, body, error)
+        results[k] = Result(request, due - start, done - due, status, error)
 
     tasks = []
     for k in range(len(requests)):
