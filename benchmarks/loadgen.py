@@ -18,6 +18,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -218,6 +219,7 @@ async def _open_loop(
     check: Check | None,
     timeout_s: float,
     start: float,
+    stop: threading.Event | None,
 ) -> list[Result]:
     host = f"127.0.0.1:{port}"
     idle: list[_Connection] = []
@@ -265,6 +267,8 @@ async def _open_loop(
 
     tasks = []
     for k in range(len(requests)):
+        if stop is not None and stop.is_set():
+            break
         due = start + k / rate
         delay = due - time.perf_counter()
         if delay > 0:
@@ -284,9 +288,11 @@ def open_loop(
     check: Check | None = None,
     timeout_s: float = 10.0,
     start: float | None = None,
+    stop: threading.Event | None = None,
 ) -> list[Result]:
     """Send ``requests[k]`` at ``start + k / rate`` (perf_counter seconds; default: now +
-    0.2 s), each on an idle keep-alive connection or a new one; return one result each."""
+    0.2 s), each on an idle keep-alive connection or a new one, until ``stop`` is set; return
+    one result for each request sent."""
     try:
         import uvloop
 
@@ -294,7 +300,7 @@ def open_loop(
     except ImportError:
         runner = asyncio.run
     begin = start if start is not None else time.perf_counter() + 0.2
-    return runner(_open_loop(port, requests, rate, check, timeout_s, begin))
+    return runner(_open_loop(port, requests, rate, check, timeout_s, begin, stop))
 
 
 def summary(results: Sequence[Result]) -> dict[str, Any]:

@@ -1,6 +1,7 @@
-"""Ranking pages: a bank's and an operator's unfiltered pages are rank ranges (keyset), a
-police or filtered page an OFFSET; every way gives exactly the slice of the run's ranking that
-the caller may see, on SQLite and PostgreSQL. Stored runs get their operator ranks when the
+"""Ranking pages: from the database, a bank's and an operator's unfiltered pages are rank
+ranges (keyset), a police or filtered page an OFFSET; kept in the app, a page is a slice of
+the scope's ranking; every way gives exactly the slice of the run's ranking that the caller
+may see, on SQLite and PostgreSQL. Stored runs get their operator ranks when the
 database is upgraded."""
 
 from __future__ import annotations
@@ -8,10 +9,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from atm_risk.api.app import create_app
+from atm_risk.api.cache import RunCache
 from atm_risk.clock import FrozenClock
 from atm_risk.config import Settings
 from atm_risk.db import make_engine, session_factory
@@ -37,8 +40,9 @@ def machines(n: int = 41) -> str:
     return "\n".join(rows) + "\n"
 
 
+@pytest.mark.parametrize("kept", [False, True], ids=["database", "kept"])
 def test_pages_are_the_callers_slice_of_the_ranking(
-    sessions: sessionmaker[Session], database_url: str, write
+    sessions: sessionmaker[Session], database_url: str, write, kept: bool
 ) -> None:
     clock = FrozenClock(NOW)
     settings = Settings(database_url=database_url, model_path=None)
@@ -60,7 +64,16 @@ def test_pages_are_the_callers_slice_of_the_ranking(
     }
     assert 0 < len(expected["bank_b"]) < len(expected["bank_a"]) < len(ranked)
     assert 0 < len(in_utrecht) < len(ranked)
-    with serve(create_app(settings, clock=clock)) as client:
+    app = create_app(settings, clock=clock)
+    cache: RunCache = app.state.run_cache
+    if not kept:
+        app.state.run_cache = cache = RunCache(max_items=0)  # every page from the database
+    with serve(app) as client:
+        if kept:  # the first page of each scope fills its ranking; the next are slices of it
+            for name in expected:
+                client.get("/api/v1/ranking", headers={"Authorization": f"Bearer {keys[name]}"})
+            cache.join(timeout=30)
+        assert cache.scopes_kept == (len(expected) if kept else 0)
         for name, rows in expected.items():
             headers = {"Authorization": f"Bearer {keys[name]}"}
             for limit in (1, 4, 7):

@@ -15,15 +15,16 @@ from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import DataError, SQLAlchemyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from atm_risk import __version__
 from atm_risk.alerts.service import warm as warm_immediate_path
 from atm_risk.api import web
+from atm_risk.api.cache import RunCache
 from atm_risk.api.deps import BadKeyLimiter, KeyCache
-from atm_risk.api.routes import RunCounts, router
+from atm_risk.api.routes import router
 from atm_risk.app import Context
 from atm_risk.clock import Clock
 from atm_risk.config import Settings, load_settings
@@ -70,7 +71,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.state.ctx = ctx
     app.state.bad_keys = BadKeyLimiter()
     app.state.keys = KeyCache()
-    app.state.run_counts = RunCounts()
+    app.state.run_cache = RunCache()
     audit_log = AuditWriter(ctx)
     warmed = threading.Event()
     app.state.audit = audit_log
@@ -207,22 +208,22 @@ class AuditWriter:
 
     def __init__(self, ctx: Context, interval_s: float = 0.2) -> None:
         self.ctx, self.interval_s = ctx, interval_s
-        self._queue: list[AuditEntry] = []
+        self._queue: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def add(self, method: str, path: str, status: int, scope: Any, query: dict[str, str]) -> None:
-        entry = AuditEntry(
-            at=self.ctx.clock.now(),
-            key_prefix=getattr(scope, "key_prefix", None),
-            role=getattr(scope, "role", None),
-            operator_code=getattr(scope, "operator_code", None),
-            method=_clean(method)[:8],
-            path=_clean(path)[:500],
-            status=status,
-            detail={_clean(k)[:50]: _clean(v)[:200] for k, v in list(query.items())[:20]},
-        )
+        entry = {
+            "at": self.ctx.clock.now(),
+            "key_prefix": getattr(scope, "key_prefix", None),
+            "role": getattr(scope, "role", None),
+            "operator_code": getattr(scope, "operator_code", None),
+            "method": _clean(method)[:8],
+            "path": _clean(path)[:500],
+            "status": status,
+            "detail": {_clean(k)[:50]: _clean(v)[:200] for k, v in list(query.items())[:20]},
+        }
         with self._lock:
             self._queue.append(entry)
         if self._thread is None:  # not started (no lifespan): write now
@@ -235,7 +236,7 @@ class AuditWriter:
             return
         try:
             with transaction(self.ctx.sessions, short=True) as s:
-                s.add_all(batch)
+                s.execute(insert(AuditEntry), batch)  # one executemany, no ORM objects
         except SQLAlchemyError:
             # keep the entries for the next flush (the database may be restarting)
             with self._lock:

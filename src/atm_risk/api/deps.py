@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import Select, false, select
 from sqlalchemy.orm import Session
 
@@ -44,13 +45,21 @@ class KeyCache:
         self._found: dict[str, tuple[float, Scope]] = {}
         self._lock = threading.Lock()
 
-    def get(self, key: str, db: Session) -> Scope | None:
+    def cached(self, key: str) -> Scope | None:
+        """The scope of ``key`` if resolved less than ``ttl_s`` ago (no database)."""
         digest = hashlib.sha256(key.encode()).hexdigest()
-        now = time.monotonic()
         with self._lock:
             hit = self._found.get(digest)
-        if hit is not None and now - hit[0] < self.ttl_s:
+        if hit is not None and time.monotonic() - hit[0] < self.ttl_s:
             return hit[1]
+        return None
+
+    def get(self, key: str, db: Session) -> Scope | None:
+        hit = self.cached(key)
+        if hit is not None:
+            return hit
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        now = time.monotonic()
         found = resolve(db, key)
         with self._lock:
             if found is None:
@@ -86,8 +95,10 @@ class BadKeyLimiter:
             self._recent(client, time.monotonic()).append(time.monotonic())
 
 
-def principal(request: Request, db: Annotated[Session, Depends(session)]) -> Scope:
-    """The caller's scope from ``Authorization: Bearer KEY``; 401 without a valid key."""
+async def principal(request: Request) -> Scope:
+    """The caller's scope from ``Authorization: Bearer KEY``; 401 without a valid key.
+    Async: a key resolved in the last seconds costs no hop to the thread pool (the database
+    is read there only when the key cache has no answer)."""
     limiter: BadKeyLimiter = request.app.state.bad_keys
     client = request.client.host if request.client else "unknown"
     limiter.check(client)
@@ -96,12 +107,19 @@ def principal(request: Request, db: Annotated[Session, Depends(session)]) -> Sco
     if scheme.lower() != "bearer" or not key.strip():
         raise HTTPException(401, "send Authorization: Bearer <key>", {"WWW-Authenticate": "Bearer"})
     keys: KeyCache = request.app.state.keys
-    scope = keys.get(key.strip(), db)
+    scope = keys.cached(key.strip())
+    if scope is None:
+        scope = await run_in_threadpool(_resolve, keys, key.strip(), request.app.state.ctx)
     if scope is None:
         limiter.failed(client)
         raise HTTPException(401, "unknown or revoked key", {"WWW-Authenticate": "Bearer"})
     request.state.scope = scope
     return scope
+
+
+def _resolve(keys: KeyCache, key: str, ctx: Context) -> Scope | None:
+    with ctx.sessions() as db:
+        return keys.get(key, db)
 
 
 Principal = Annotated[Scope, Depends(principal)]

@@ -7,8 +7,6 @@ import csv
 import io
 import json
 import tempfile
-import threading
-from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -17,12 +15,14 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, or_, select
 
 from atm_risk.alerts.ack import AckError, acknowledge, verify_link
 from atm_risk.alerts.models import Alert, AlertKind, Silence
 from atm_risk.alerts.service import ReportError, report_incident
+from atm_risk.api.cache import RunCache
 from atm_risk.api.deps import DB, Ctx, Principal, machine_visible, not_found, scope_atms
 from atm_risk.atms.models import Atm
 from atm_risk.db import transaction
@@ -137,29 +137,6 @@ def _ranking_query(ctx: Any, db: Any, scope: Scope, run: RiskRun) -> Any:
         .where(RiskScore.run_id == run.id)
     )
     return scope_atms(query, scope, db, ctx)
-
-
-class RunCounts:
-    """Totals of the published run last asked about, per scope and filter (a published run
-    never changes); a new run starts afresh. One per app."""
-
-    def __init__(self) -> None:
-        self._run: tuple[int, Any] | None = None
-        self._counts: dict[tuple[Any, ...], int] = {}
-        self._lock = threading.Lock()
-
-    def get(self, run: RiskRun, key: tuple[Any, ...], count: Callable[[], int | None]) -> int:
-        this = (run.id, run.finished_at)
-        with self._lock:
-            if self._run != this:
-                self._run, self._counts = this, {}
-            total = self._counts.get(key)
-        if total is None:
-            total = int(count() or 0)
-            with self._lock:
-                if self._run == this:
-                    self._counts[key] = total
-        return total
 
 
 def _page(query: Any, scope: Scope, unfiltered: bool, offset: int, limit: int) -> Any:
@@ -278,10 +255,9 @@ RANKING_FIELDS = (
     summary="The latest ranking (JSON, CSV, GeoJSON or GeoPackage), scoped to the caller",
     responses={200: {"content": {"text/csv": {}, "application/geo+json": {}}}},
 )
-def get_ranking(
+async def get_ranking(
     request: Request,
     ctx: Ctx,
-    db: DB,
     scope: Principal,
     format: Literal["json", "csv", "geojson", "gpkg"] = "json",
     band: Band | None = None,
@@ -289,42 +265,45 @@ def get_ranking(
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> Any:
-    run = latest_run(db)
-    if run is None:
-        raise HTTPException(404, "no published scoring run yet")
-    query = _ranking_query(ctx, db, scope, run)
-    if band is not None:
-        query = query.where(RiskScore.risk_band == str(band))
-    if action is not None:
-        query = query.where(RiskScore.action == str(action))
-    # a published run never changes: its counts per scope and filter are kept
-    counts: RunCounts = request.app.state.run_counts
-    count_key = (scope.role, scope.operator_id, tuple(sorted(scope.regions)), band, action)
-    total = counts.get(
-        run, count_key, lambda: db.scalar(select(func.count()).select_from(query.subquery()))
-    )
-    rows = db.execute(_page(query, scope, band is None and action is None, offset, limit)).all()
-    items = []
-    for rank, code, atm_id, lon, lat, city, address, p, band_, el, act, act_reasons in rows:
-        reason = str((act_reasons or [{}])[0].get("text", ""))
-        item = {
-            "rank": rank,
-            "operator": code,
-            "atm_id": atm_id,
-            "lon": lon,
-            "lat": lat,
-            "city": city,
-            "address": address,
-            "probability": p,
-            "risk_band": band_,
-            "expected_loss_eur": el,
-            "action": act,
-            "action_reason": reason,
-        }
-        if not scope.sees_money:
-            del item["expected_loss_eur"]
-            item["action_reason"] = _no_money(reason)
-        items.append(item)
+    # the busiest read: its database work in one hop to the thread pool
+    cache: RunCache = request.app.state.run_cache
+    args = (ctx, cache, scope, format, band, action, limit, offset)
+    return await run_in_threadpool(_ranking, *args)
+
+
+def _ranking(
+    ctx: Any,
+    cache: RunCache,
+    scope: Scope,
+    format: str,
+    band: Band | None,
+    action: Action | None,
+    limit: int,
+    offset: int,
+) -> Response:
+    scope_key = (scope.role, scope.operator_id, tuple(sorted(scope.regions)))
+    unfiltered = band is None and action is None
+    with ctx.sessions() as db:
+        run = latest_run(db)
+        if run is None:
+            raise HTTPException(404, "no published scoring run yet")
+        if format == "json" and unfiltered:
+            kept = cache.items(run, scope_key)
+            if kept is not None:  # a page of a published run is a slice of its ranking
+                return _json_page(run, kept, offset, limit)
+            cache.fill(run, scope_key, lambda: _encoded_ranking(ctx, scope, run))
+        query = _ranking_query(ctx, db, scope, run)
+        if band is not None:
+            query = query.where(RiskScore.risk_band == str(band))
+        if action is not None:
+            query = query.where(RiskScore.action == str(action))
+        total = cache.count(
+            run,
+            (*scope_key, band, action),
+            lambda: db.scalar(select(func.count()).select_from(query.subquery())),
+        )
+        rows = db.execute(_page(query, scope, unfiltered, offset, limit)).all()
+    items = _items(rows, scope)
     meta = {"run_id": run.id, "as_of": run.as_of.isoformat(), "total": total, "offset": offset}
     if format == "json":
         return _json(meta | {"limit": limit, "items": items})
@@ -347,6 +326,47 @@ def get_ranking(
     if format == "geojson":
         return Response(json.dumps(doc), media_type="application/geo+json")
     return Response(_gpkg(doc), media_type="application/geopackage+sqlite3")
+
+
+def _items(rows: Any, scope: Scope) -> list[dict[str, Any]]:
+    """Ranking rows (of ``_ranking_query``) as the API shows them to ``scope``."""
+    items = []
+    for rank, code, atm_id, lon, lat, city, address, p, band_, el, act, act_reasons in rows:
+        reason = str((act_reasons or [{}])[0].get("text", ""))
+        item = {
+            "rank": rank,
+            "operator": code,
+            "atm_id": atm_id,
+            "lon": lon,
+            "lat": lat,
+            "city": city,
+            "address": address,
+            "probability": p,
+            "risk_band": band_,
+            "expected_loss_eur": el,
+            "action": act,
+            "action_reason": reason,
+        }
+        if not scope.sees_money:
+            del item["expected_loss_eur"]
+            item["action_reason"] = _no_money(reason)
+        items.append(item)
+    return items
+
+
+def _encoded_ranking(ctx: Any, scope: Scope, run: RiskRun) -> list[bytes]:
+    """The whole ranking ``scope`` may see, in rank order, each item encoded."""
+    with ctx.sessions() as db:
+        rows = db.execute(_ranking_query(ctx, db, scope, run).order_by(RiskScore.rank)).all()
+    return [orjson.dumps(item, option=_JSON_OPTIONS) for item in _items(rows, scope)]
+
+
+def _json_page(run: RiskRun, items: list[bytes], offset: int, limit: int) -> Response:
+    """The JSON answer of ``_ranking`` from encoded items (same fields, same order)."""
+    meta = {"run_id": run.id, "as_of": run.as_of.isoformat(), "total": len(items)}
+    head = orjson.dumps(meta | {"offset": offset, "limit": limit})
+    body = head[:-1] + b',"items":[' + b",".join(items[offset : offset + limit]) + b"]}"
+    return Response(body, media_type="application/json")
 
 
 def _gpkg(doc: dict[str, Any]) -> bytes:
