@@ -115,6 +115,8 @@ def smtp_relay(port_file: Path, log_file: Path, stop_file: Path) -> None:
 
 def start_relay(work: Path) -> tuple[mp.Process, int, Path, Path]:
     port_file, log_file, stop_file = work / "port", work / "received.tsv", work / "stop"
+    for stale in (port_file, log_file, stop_file):  # of an earlier run in the same folder
+        stale.unlink(missing_ok=True)
     proc = mp.get_context("spawn").Process(
         target=smtp_relay, args=(port_file, log_file, stop_file), daemon=True
     )
@@ -124,6 +126,17 @@ def start_relay(work: Path) -> tuple[mp.Process, int, Path, Path]:
             return proc, int(port_file.read_text()), log_file, stop_file
         time.sleep(0.05)
     raise RuntimeError("the SMTP relay did not start")
+
+
+def relay_env(routing: Path, port: int) -> dict[str, str]:
+    """Environment of a process that routes alerts with ``routing`` to the relay on ``port``."""
+    return {
+        "ATM_RISK_ALERTS__ROUTING_FILE": str(routing),
+        "ATM_RISK_ALERTS__SMTP__HOST": "127.0.0.1",
+        "ATM_RISK_ALERTS__SMTP__PORT": str(port),
+        "ATM_RISK_ALERTS__SMTP__SECURITY": "none",
+        "ATM_RISK_ALERTS__SMTP__FROM_ADDRESS": "a@b.example",
+    }
 
 
 def _received(log_file: Path) -> list[tuple[str, float]]:
@@ -172,13 +185,7 @@ def report_through_api(
     """Report through POST /api/v1/incidents to uvicorn with ``workers`` processes."""
     with transaction(ctx.sessions) as session:
         key, _ = create_key(session, role="operator", now=ctx.clock.now(), label="benchmark")
-    env = {
-        "ATM_RISK_ALERTS__ROUTING_FILE": str(work / "routing.toml"),
-        "ATM_RISK_ALERTS__SMTP__HOST": "127.0.0.1",
-        "ATM_RISK_ALERTS__SMTP__PORT": str(port),
-        "ATM_RISK_ALERTS__SMTP__SECURITY": "none",
-        "ATM_RISK_ALERTS__SMTP__FROM_ADDRESS": "a@b.example",
-    }
+    env = relay_env(work / "routing.toml", port)
     headers = {"Authorization": f"Bearer {key}"}
     # up, and warm: every worker builds the immediate path's caches at start
     with api_process(url, workers=workers, env=env, warm=True) as api:

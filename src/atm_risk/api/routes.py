@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import tempfile
+import time
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -130,7 +131,7 @@ def _ranking_query(ctx: Any, db: Any, scope: Scope, run: RiskRun) -> Any:
             RiskScore.risk_band,
             RiskScore.expected_loss_eur,
             RiskScore.action,
-            RiskScore.action_reasons,
+            RiskScore.action_reasons[0]["text"].as_string(),  # the action's own reason
         )
         .join(Atm, RiskScore.atm_pk == Atm.id)
         .join(Operator, Atm.operator_id == Operator.id)
@@ -331,8 +332,8 @@ def _ranking(
 def _items(rows: Any, scope: Scope) -> list[dict[str, Any]]:
     """Ranking rows (of ``_ranking_query``) as the API shows them to ``scope``."""
     items = []
-    for rank, code, atm_id, lon, lat, city, address, p, band_, el, act, act_reasons in rows:
-        reason = str((act_reasons or [{}])[0].get("text", ""))
+    for rank, code, atm_id, lon, lat, city, address, p, band_, el, act, act_reason in rows:
+        reason = str(act_reason or "")
         item = {
             "rank": rank,
             "operator": code,
@@ -356,9 +357,13 @@ def _items(rows: Any, scope: Scope) -> list[dict[str, Any]]:
 
 def _encoded_ranking(ctx: Any, scope: Scope, run: RiskRun) -> list[bytes]:
     """The whole ranking ``scope`` may see, in rank order, each item encoded."""
+    out: list[bytes] = []
     with ctx.sessions() as db:
-        rows = db.execute(_ranking_query(ctx, db, scope, run).order_by(RiskScore.rank)).all()
-    return [orjson.dumps(item, option=_JSON_OPTIONS) for item in _items(rows, scope)]
+        query = _ranking_query(ctx, db, scope, run).order_by(RiskScore.rank)
+        for rows in db.execute(query.execution_options(yield_per=2000)).partitions():
+            out += [orjson.dumps(item, option=_JSON_OPTIONS) for item in _items(rows, scope)]
+            time.sleep(0.002)  # let this process's requests have the GIL between chunks
+    return out
 
 
 def _json_page(run: RiskRun, items: list[bytes], offset: int, limit: int) -> Response:
