@@ -123,7 +123,7 @@ def _scenario(options: Options, backend: str, params: dict[str, Any]) -> Scenari
     scorer_log = work / "score.log"
     scorer_exit: list[int | None] = []
     try:
-        with api_process(url, workers=WORKERS, env=env) as api:
+        with api_process(url, workers=WORKERS, env=env, warm=True) as api:
             open_loop(api.port, ranking_requests(world, 40, seed=0), rate=20.0)  # warm up
             start = time.perf_counter() + 0.5
             burst_start = start + BURST_AT_S * seconds

@@ -45,7 +45,7 @@ def values(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
     if kind == "integer":
         options.append(st.integers(min_value=-(2**40), max_value=2**40))
     elif kind == "number":
-        options.append(st.floats(allow_nan=False, width=64))
+        options.append(st.floats(allow_nan=False, allow_infinity=False, width=64))  # JSON
     elif kind == "string":
         options.append(st.text(string.printable, max_size=40))
     for sub in schema.get("anyOf", []):
