@@ -124,7 +124,8 @@ def _scenario(options: Options, backend: str, params: dict[str, Any]) -> Scenari
     scorer_exit: list[int | None] = []
     try:
         with api_process(url, workers=WORKERS, env=env, warm=True) as api:
-            open_loop(api.port, ranking_requests(world, 40, seed=0), rate=20.0)  # warm up
+            # warm up (10 s): connections, and the published run's ranking kept per scope
+            open_loop(api.port, ranking_requests(world, 200, seed=0), rate=20.0)
             start = time.perf_counter() + 0.5
             burst_start = start + BURST_AT_S * seconds
             incident_results: list[Any] = []
