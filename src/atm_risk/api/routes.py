@@ -23,7 +23,7 @@ from sqlalchemy import func, or_, select
 from atm_risk.alerts.ack import AckError, acknowledge, verify_link
 from atm_risk.alerts.models import Alert, AlertKind, Silence
 from atm_risk.alerts.service import ReportError, report_incident
-from atm_risk.api.cache import RunCache
+from atm_risk.api.cache import Encoded, RunCache
 from atm_risk.api.deps import DB, Ctx, Principal, machine_visible, not_found, scope_atms
 from atm_risk.atms.models import Atm
 from atm_risk.db import transaction
@@ -355,22 +355,23 @@ def _items(rows: Any, scope: Scope) -> list[dict[str, Any]]:
     return items
 
 
-def _encoded_ranking(ctx: Any, scope: Scope, run: RiskRun) -> list[bytes]:
-    """The whole ranking ``scope`` may see, in rank order, each item encoded."""
-    out: list[bytes] = []
+def _encoded_ranking(ctx: Any, scope: Scope, run: RiskRun) -> Encoded:
+    """The whole ranking ``scope`` may see, in rank order, encoded."""
+    out = Encoded()
     with ctx.sessions() as db:
         query = _ranking_query(ctx, db, scope, run).order_by(RiskScore.rank)
         for rows in db.execute(query.execution_options(yield_per=2000)).partitions():
-            out += [orjson.dumps(item, option=_JSON_OPTIONS) for item in _items(rows, scope)]
+            for item in _items(rows, scope):
+                out.add(orjson.dumps(item, option=_JSON_OPTIONS))
             time.sleep(0.002)  # let this process's requests have the GIL between chunks
-    return out
+    return out.done()
 
 
-def _json_page(run: RiskRun, items: list[bytes], offset: int, limit: int) -> Response:
+def _json_page(run: RiskRun, items: Encoded, offset: int, limit: int) -> Response:
     """The JSON answer of ``_ranking`` from encoded items (same fields, same order)."""
     meta = {"run_id": run.id, "as_of": run.as_of.isoformat(), "total": len(items)}
     head = orjson.dumps(meta | {"offset": offset, "limit": limit})
-    body = head[:-1] + b',"items":[' + b",".join(items[offset : offset + limit]) + b"]}"
+    body = head[:-1] + b',"items":[' + items.page(offset, limit) + b"]}"
     return Response(body, media_type="application/json")
 
 
