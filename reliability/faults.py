@@ -846,7 +846,8 @@ def kills(options: Options, process: str = "scheduler") -> int:
 
 def scheduler_kill_scoring(options: Options, backend: str) -> Scenario:
     """SIGKILL the scheduler in the middle of a scoring run (its run row committed as running,
-    scores not yet), restart it; the heartbeat marks the run abandoned and re-runs it."""
+    scores not yet), restart it; the heartbeat marks the run abandoned and re-runs it. The
+    next kill waits until that re-run is over (a killed run is re-run once, by policy)."""
     with bed_of(options, "scheduler_kill_scoring", backend, score_every=3) as bed:
         proc = bed.scheduler()
         killed = 0
@@ -854,7 +855,7 @@ def scheduler_kill_scoring(options: Options, backend: str) -> Scenario:
         while killed < kills(options) and time.monotonic() < deadline:
             pid = proc.pid
             assert pid is not None
-            if scoring_victim(bed.ctx, {pid: proc}) is not None:
+            if not recovery_pending(bed) and scoring_victim(bed.ctx, {pid: proc}) is not None:
                 proc.kill()
                 killed += 1
                 time.sleep(0.5)
@@ -864,7 +865,7 @@ def scheduler_kill_scoring(options: Options, backend: str) -> Scenario:
         live = {p.pid for p in bed.processes if p.alive() and p.pid is not None}
         settle(bed.ctx, live, timeout=40)
         ran_after = new_run_succeeded(bed, 30)
-        wait_for(lambda: not score_runs_open(bed), 60, 0.2)  # recoveries finish
+        wait_for(lambda: not recovery_pending(bed), 60, 0.2)  # the re-runs finish
         runs = count(bed.ctx, killed, 0, killed)
         return finish(
             bed,
@@ -879,19 +880,19 @@ def scheduler_kill_scoring(options: Options, backend: str) -> Scenario:
         )
 
 
-def score_runs_open(bed: Bed) -> int:
-    """Score runs running or abandoned (not yet recovered) right now."""
+def recovery_pending(bed: Bed) -> bool:
+    """A killed score run waits for its re-run, or is being re-run."""
     with bed.ctx.sessions() as s:
-        return int(
+        return bool(
             s.scalar(
                 select(func.count())
                 .select_from(JobRun)
                 .where(
                     JobRun.job == "score",
-                    JobRun.status.in_([JobRunStatus.RUNNING, JobRunStatus.ABANDONED]),
+                    (JobRun.status == JobRunStatus.ABANDONED)
+                    | ((JobRun.status == JobRunStatus.RUNNING) & JobRun.recovered_at.is_not(None)),
                 )
             )
-            or 0
         )
 
 
