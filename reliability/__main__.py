@@ -130,7 +130,6 @@ def summarize(results: Mapping[str, Mapping[str, Any]], meta: Mapping[str, Any])
 
 GOALS = {
     "messages_lost": "messages lost (faults)",
-    "messages_duplicated": "messages duplicated (faults)",
     "rankings_partial": "rankings partially published",
     "server_errors": "5xx answers (bad input, API fuzz, security)",
     "crashes": "crashes (unhandled exceptions, tracebacks instead of a clear error)",
@@ -172,6 +171,12 @@ def render_markdown(
     for key, label in GOALS.items():
         per_part = " | ".join(str(summary["by_part"][p][key]) for p in results)
         lines.append(f"| {label} | 0 | {summary[key]} | {per_part} |")
+    per_part = " | ".join(str(summary["by_part"][p]["messages_duplicated"]) for p in results)
+    lines.append(
+        "| messages delivered twice, with the same Message-ID or idempotency key (at least "
+        f"once: a kill between the relay's acceptance and the record) | none | "
+        f"{summary['messages_duplicated']} | {per_part} |"
+    )
     if summary["not_survived"]:
         lines += ["", "Not survived:", ""]
         lines += [f"- {name}" for name in summary["not_survived"]]
