@@ -37,6 +37,7 @@ a new connection in the same call.
 
 from __future__ import annotations
 
+import atexit
 import copy
 import functools
 import hashlib
@@ -430,17 +431,19 @@ class _IdleSessions:
                 return
         _close(smtp, polite=True)
 
-    def close_all(self) -> None:
+    def close_all(self, *, polite: bool = True) -> None:
         with self._lock:
             sessions = [s for group in self._idle.values() for s, _ in group]
             self._idle.clear()
         for smtp in sessions:
-            _close(smtp, polite=True)
+            _close(smtp, polite=polite)
 
 
 _MAX_IDLE = 16
 _SESSIONS = _IdleSessions()
 close_idle_sessions = _SESSIONS.close_all
+# at exit, just close the sockets: a QUIT to a relay that went away could wait the timeout
+atexit.register(_SESSIONS.close_all, polite=False)
 
 
 def _by_code(code: int, reply: bytes | str, what: str) -> DeliveryResult:
