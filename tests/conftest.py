@@ -3,8 +3,8 @@
 Every test that takes ``sessions`` (or ``database_url``) runs on SQLite and on PostgreSQL.
 PostgreSQL is ``ATM_RISK_TEST_POSTGRES_URL`` (default: the local server's ``test`` database);
 each test session works in a database of its own that it creates there and drops after.
-When no server answers the PostgreSQL tests are skipped with the reason, except under
-``CI=true``, where they fail.
+When no server answers, or it has no PostGIS, the PostgreSQL tests are skipped with the
+reason, except under ``CI=true``, where they fail.
 """
 
 from __future__ import annotations
@@ -70,12 +70,21 @@ def postgres_server() -> Iterator[PostgresServer]:
     server = PostgresServer(url)
     try:
         with server.admin.connect() as conn:
-            conn.execute(text("SELECT 1"))
+            postgis = conn.scalar(
+                text("SELECT 1 FROM pg_available_extensions WHERE name = 'postgis'")
+            )
     except Exception as exc:
         server.admin.dispose()
         unavailable(
             f"PostgreSQL not reachable at {make_url(url)!r} ({type(exc).__name__}); "
             "set ATM_RISK_TEST_POSTGRES_URL to run these tests",
+            "PostgreSQL tests",
+        )
+    if not postgis:
+        server.admin.dispose()
+        unavailable(
+            f"PostGIS is not installed on the PostgreSQL server at {make_url(url)!r}; "
+            "Debian: apt-get install postgresql-15-postgis-3",
             "PostgreSQL tests",
         )
     yield server

@@ -37,7 +37,9 @@ def _transformer(src: str, dst: str) -> Transformer:
 # pyproj keeps one PROJ transformation per thread and builds it on the thread's first use,
 # which costs 50-150 ms (operation search in proj.db). Request threads (the API's pool, the
 # senders) come and go, so a few points - an incident's place - are projected on this one
-# long-lived thread instead; large arrays (feature tables) are projected where they are.
+# long-lived thread instead; large arrays (feature tables) are projected where they are,
+# unless the caller is on the immediate path (``shared_thread=True``: a radius query's
+# candidates, a few thousand points at most).
 _FEW = 256
 _LOCAL = threading.local()
 
@@ -51,14 +53,16 @@ _PROJECTOR = ThreadPoolExecutor(
 )
 
 
-def _transform(src: str, dst: str, a: npt.ArrayLike, b: npt.ArrayLike) -> tuple[Any, Any]:
+def _transform(
+    src: str, dst: str, a: npt.ArrayLike, b: npt.ArrayLike, shared_thread: bool = False
+) -> tuple[Any, Any]:
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.size == 1 and a.ndim == 1:
         # one point (an incident's place, asked for by several steps of one report)
         x, y = _point(src, dst, float(a[0]), float(b[0]))
         return np.array([x]), np.array([y])
     transformer = _transformer(src, dst)
-    if a.size <= _FEW and not getattr(_LOCAL, "projector", False):
+    if (a.size <= _FEW or shared_thread) and not getattr(_LOCAL, "projector", False):
         return _PROJECTOR.submit(transformer.transform, a, b).result()
     return transformer.transform(a, b)
 
@@ -74,18 +78,26 @@ def _point(src: str, dst: str, a: float, b: float) -> tuple[float, float]:
 
 
 def project(
-    lon: npt.ArrayLike, lat: npt.ArrayLike, crs: str, *, source_crs: str = WGS84
+    lon: npt.ArrayLike,
+    lat: npt.ArrayLike,
+    crs: str,
+    *,
+    source_crs: str = WGS84,
+    shared_thread: bool = False,
 ) -> tuple[FloatArray, FloatArray]:
-    """Project lon/lat (degrees) to ``crs``; returns x, y arrays in that CRS's units."""
+    """Project lon/lat (degrees) to ``crs``; returns x, y arrays in that CRS's units.
+    ``shared_thread``: on the long-lived projection thread whatever the size."""
     if not _is_projected(crs):
         raise CRSMismatchError(f"{crs} is not a projected CRS; distances need metres")
-    x, y = _transform(source_crs, crs, lon, lat)
+    x, y = _transform(source_crs, crs, lon, lat, shared_thread)
     return np.asarray(x, dtype=float), np.asarray(y, dtype=float)
 
 
-def unproject(x: npt.ArrayLike, y: npt.ArrayLike, crs: str) -> tuple[FloatArray, FloatArray]:
+def unproject(
+    x: npt.ArrayLike, y: npt.ArrayLike, crs: str, *, shared_thread: bool = False
+) -> tuple[FloatArray, FloatArray]:
     """Metric ``crs`` coordinates back to lon/lat degrees (WGS84)."""
-    lon, lat = _transform(crs, WGS84, x, y)
+    lon, lat = _transform(crs, WGS84, x, y, shared_thread)
     return np.asarray(lon, dtype=float), np.asarray(lat, dtype=float)
 
 

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from atm_risk.cli import app
 from atm_risk.db import make_engine
 from atm_risk.migrate import current_revision, downgrade, head_revision, upgrade
+from atm_risk.postgis import include_object
 from atm_risk.store import metadata
 
 
@@ -21,7 +22,10 @@ def test_upgrade_from_empty_matches_models_and_round_trips(empty_database_url: s
         assert current_revision(engine) == head_revision()
         with engine.connect() as conn:
             diff = compare_metadata(
-                MigrationContext.configure(conn, opts={"compare_type": True}), metadata
+                MigrationContext.configure(
+                    conn, opts={"compare_type": True, "include_object": include_object}
+                ),
+                metadata,
             )
         assert diff == []
         tables = set(inspect(engine).get_table_names())

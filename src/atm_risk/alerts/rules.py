@@ -30,6 +30,7 @@ from atm_risk.features import context
 from atm_risk.features.store import area_context
 from atm_risk.geo import project
 from atm_risk.incidents.models import PHYSICAL_ATTACKS, GeocodePrecision, Incident
+from atm_risk.postgis import disc_box, in_box, is_postgis
 from atm_risk.regions import CACHE as _CACHE
 from atm_risk.regions import layer_stamps as _layer_stamps
 from atm_risk.regions import locate, region_of
@@ -123,6 +124,10 @@ class _MachineIndex:
     tree: Any  # cKDTree over metric x/y, or None
 
 
+def _place(city: str | None, address: str | None) -> str:
+    return ", ".join(p for p in (address, city) if p)
+
+
 def _machine_index(session: Session, settings: Settings) -> _MachineIndex:
     """Active machines with a KD-tree, cached per process until a machine changes."""
     count, changed = session.execute(
@@ -140,9 +145,7 @@ def _machine_index(session: Session, settings: Settings) -> _MachineIndex:
         if rows:
             x, y = project([r[3] for r in rows], [r[4] for r in rows], settings.metric_crs)
             tree = cKDTree(np.column_stack([x, y]))
-        _CACHE[key] = _MachineIndex(
-            [(r[0], r[1], r[2], ", ".join(p for p in (r[6], r[5]) if p)) for r in rows], tree
-        )
+        _CACHE[key] = _MachineIndex([(r[0], r[1], r[2], _place(r[5], r[6])) for r in rows], tree)
     return _CACHE[key]  # type: ignore[no-any-return]
 
 
@@ -172,27 +175,52 @@ def _run_scores(session: Session, settings: Settings) -> dict[int, tuple[Any, ..
     return _CACHE[key]  # type: ignore[no-any-return]
 
 
+def _machines_in_disc(
+    session: Session, settings: Settings, lon: float, lat: float, radius_m: float
+) -> tuple[list[tuple[Any, ...]], Any]:
+    """Candidates (rows, metric x/y) around a point: on PostgreSQL the GiST index's answer
+    for the lon/lat box around the disc, on SQLite the cached KD-tree's ball (a hair wider).
+    Either way a superset of the machines within ``radius_m``."""
+    if is_postgis(session):
+        box = disc_box(lon, lat, radius_m, settings.metric_crs)
+        query = (
+            select(Atm.id, Atm.atm_id, Operator.code, Atm.city, Atm.address, Atm.lon, Atm.lat)
+            .join(Operator, Atm.operator_id == Operator.id)
+            .where(*in_box(box, Atm, postgis=True))
+            .where(Atm.status == AtmStatus.ACTIVE)
+        )
+        found = session.connection().execute(query).all()  # plain rows, no ORM loading
+        if not found:
+            return [], np.empty((0, 2))
+        x, y = project(
+            [r[5] for r in found], [r[6] for r in found], settings.metric_crs, shared_thread=True
+        )
+        return [(*r[:3], _place(r[3], r[4])) for r in found], np.column_stack([x, y])
+    index = _machine_index(session, settings)
+    if index.tree is None:
+        return [], np.empty((0, 2))
+    px, py = project([lon], [lat], settings.metric_crs)
+    near = index.tree.query_ball_point([float(px[0]), float(py[0])], radius_m * (1 + 1e-9))
+    return [index.rows[k] for k in near], index.tree.data[near].reshape(-1, 2)
+
+
 def machines_near(
     session: Session, settings: Settings, lon: float, lat: float, radius_m: float
 ) -> list[dict[str, Any]]:
     """Active machines within ``radius_m``, nearest first, with the latest published risk;
-    ``shutdown`` marks those within the shutdown radius. Plain rows from cached indexes:
-    this runs on the immediate path of every incident report."""
-    index = _machine_index(session, settings)
-    if index.tree is None:
+    ``shutdown`` marks those within the shutdown radius. Distances are metric-CRS distances
+    computed here on both backends, so both give the same answer. This runs on the
+    immediate path of every incident report."""
+    rows, xy = _machines_in_disc(session, settings, lon, lat, radius_m)
+    if not rows:
         return []
     px, py = project([lon], [lat], settings.metric_crs)
-    found = index.tree.query_ball_point([float(px[0]), float(py[0])], radius_m)
-    if not found:
-        return []
-    dist = np.hypot(*(index.tree.data[found] - [float(px[0]), float(py[0])]).T)
+    dist = np.hypot(xy[:, 0] - float(px[0]), xy[:, 1] - float(py[0])).tolist()
     scores = _run_scores(session, settings)
     shutdown_m = settings.decisions.shutdown_radius_km * 1000
     out = []
-    for d, k in sorted(
-        zip(dist.tolist(), found, strict=True), key=lambda t: (t[0], index.rows[t[1]][0])
-    ):
-        pk, atm_id, operator, place = index.rows[k]
+    near = sorted((d, row) for d, row in zip(dist, rows, strict=True) if d <= radius_m)
+    for d, (pk, atm_id, operator, place) in near:
         band, action, el = scores.get(pk, (None, None, None))
         out.append(
             {

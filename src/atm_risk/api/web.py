@@ -17,12 +17,12 @@ from __future__ import annotations
 import json
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
 import shapely
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -35,6 +35,7 @@ from atm_risk.areas.service import load_layer
 from atm_risk.atms.models import Atm
 from atm_risk.incidents.models import AttackMethod, Outcome
 from atm_risk.incidents.schemas import COUNTRY_ZONES
+from atm_risk.postgis import in_box, is_postgis, parse_bbox
 from atm_risk.regions import layer_stamps
 from atm_risk.risk.models import RiskScore
 from atm_risk.tenancy.keys import Scope
@@ -182,8 +183,27 @@ def _map_feature(atm: Atm, code: str, score: RiskScore | None, scope: Scope) -> 
     summary="Every machine the caller may see, with its latest risk, as one GeoJSON",
     responses={200: {"content": {GEOJSON: {}}}},
 )
-def map_machines(ctx: Ctx, db: DB, scope: Principal) -> Response:
+def map_machines(
+    ctx: Ctx,
+    db: DB,
+    scope: Principal,
+    bbox: Annotated[
+        str | None,
+        Query(
+            max_length=200,
+            description="Only machines in this box: min_lon,min_lat,max_lon,max_lat (WGS84, "
+            "edges included)",
+            examples=["4.7,52.0,5.3,52.2"],
+        ),
+    ] = None,
+) -> Response:
     run, query = machines_with_latest_score(ctx, db, scope)
+    if bbox is not None:
+        try:
+            box = parse_bbox(bbox)
+        except ValueError as exc:
+            raise HTTPException(422, [{"loc": ["query", "bbox"], "msg": str(exc)}]) from exc
+        query = query.where(*in_box(box, Atm, postgis=is_postgis(db)))
     rows = db.execute(query.order_by(Atm.id)).all()
     features = [_map_feature(atm, code, score, scope) for atm, code, score in rows]
     doc = {

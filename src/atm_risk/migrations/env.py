@@ -7,6 +7,7 @@ from sqlalchemy import Connection
 
 from atm_risk.config import load_settings
 from atm_risk.db import make_engine
+from atm_risk.postgis import include_object
 from atm_risk.store import metadata
 
 config = context.config
@@ -18,6 +19,7 @@ def _run(connection: Connection) -> None:
         target_metadata=metadata,
         render_as_batch=connection.dialect.name == "sqlite",  # ALTER on SQLite
         compare_type=True,
+        include_object=include_object,  # PostGIS's own table, the generated geom columns
     )
     with context.begin_transaction():
         context.run_migrations()
