@@ -53,11 +53,15 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         audit_log.start()
         # the immediate path's caches, so the first reported attack does not build them;
         # in the background: the API answers meanwhile (a report then builds what it needs)
-        threading.Thread(
+        warm_up = threading.Thread(
             target=_warm, args=(ctx, settings, warmed), name="atm-risk-warm-up", daemon=True
-        ).start()
+        )
+        warm_up.start()
         yield
         audit_log.stop()
+        # a shutdown during the warm-up: its session ends before the engine is disposed
+        # (a connection still checked out then would be dropped unclosed)
+        warm_up.join(timeout=60)
         ctx.close()
 
     app = FastAPI(
