@@ -791,27 +791,19 @@ def postgres_restart(options: Options, backend: str) -> Scenario:
         )
 
 
-def running_risk_runs(bed: Bed) -> int:
+def rows_where(bed: Bed, model: Any, condition: Any) -> int:
+    """How many rows of ``model`` meet ``condition`` (raises while the database is away)."""
     with bed.ctx.sessions() as s:
-        return int(
-            s.scalar(
-                select(func.count()).select_from(RiskRun).where(RiskRun.status == RunStatus.RUNNING)
-            )
-            or 0
-        )
+        return int(s.scalar(select(func.count()).select_from(model).where(condition)) or 0)
+
+
+def running_risk_runs(bed: Bed) -> int:
+    return rows_where(bed, RiskRun, RiskRun.status == RunStatus.RUNNING)
 
 
 def succeeded_runs(bed: Bed) -> int:
     """Scoring runs published so far (raises while the database is away)."""
-    with bed.ctx.sessions() as s:
-        return int(
-            s.scalar(
-                select(func.count())
-                .select_from(RiskRun)
-                .where(RiskRun.status == RunStatus.SUCCEEDED)
-            )
-            or 0
-        )
+    return rows_where(bed, RiskRun, RiskRun.status == RunStatus.SUCCEEDED)
 
 
 def new_run_succeeded(
@@ -897,15 +889,7 @@ def recovery_pending(bed: Bed) -> bool:
 
 
 def sending_claims(bed: Bed) -> int:
-    with bed.ctx.sessions() as s:
-        return int(
-            s.scalar(
-                select(func.count())
-                .select_from(Delivery)
-                .where(Delivery.status == DeliveryStatus.SENDING)
-            )
-            or 0
-        )
+    return rows_where(bed, Delivery, Delivery.status == DeliveryStatus.SENDING)
 
 
 def scheduler_kill_delivery(options: Options, backend: str) -> Scenario:
