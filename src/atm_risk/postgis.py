@@ -57,9 +57,10 @@ def in_box(box: Box, model: Any, *, postgis: bool) -> list[ColumnElement[bool]]:
 def disc_box(lon: float, lat: float, radius_m: float, crs: str) -> Box:
     """A lon/lat box that contains every point within ``radius_m`` of (lon, lat), distances
     measured in the metric ``crs`` (as every distance here is): the disc's edge unprojected at
-    720 points, on a radius 0.1 % + 1 m larger (far more than the chord error between points)."""
+    96 points, on a radius 0.1 % + 1 m larger (the polygon of 96 points on it stays outside
+    the disc: its inner radius is 0.9995 of its outer one)."""
     px, py = project([lon], [lat], crs)
-    angles = np.linspace(0.0, 2 * np.pi, 720, endpoint=False)
+    angles = np.linspace(0.0, 2 * np.pi, 96, endpoint=False)
     reach = radius_m * 1.001 + 1.0
     edge_lon, edge_lat = unproject(
         px[0] + reach * np.cos(angles), py[0] + reach * np.sin(angles), crs, shared_thread=True

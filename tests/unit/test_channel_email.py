@@ -18,6 +18,7 @@ from atm_risk.alerts.channels import (
     Outcome,
     SmtpConfig,
     build_message,
+    compose,
     message_id_for,
     send_email,
 )
@@ -520,3 +521,76 @@ def test_an_idle_session_older_than_keepalive_is_not_used(
     plain: SmtpTestServer, clock: FrozenClock
 ) -> None:
     assert _connections(plain, clock, 2, keepalive_s=0.2, pause=0.3) == 2
+
+
+COMPOSE_CASES = [
+    pytest.param(
+        "[atm-risk] Gang active: explosive attack in Leeuwarden, Fryslân; 3 machine(s) within "
+        "5 km recommended for temporary shutdown",
+        "Attack in Fryslân\n.a line that starts with a dot\n" + "x" * 120 + "\nspaces   \nend",
+        "<p>é</p>" + "<td>cell</td>" * 300,
+        id="non-ascii-long-lines",
+    ),
+    pytest.param("[atm-risk] short", "plain ascii\nshort\n", None, id="text-only"),
+    pytest.param("[atm-risk] short", "no final newline", "<p>ok</p>", id="ascii-alternative"),
+    pytest.param("s", "a\r\nb\rc\n\n\n", "x\n\n", id="mixed-line-ends"),
+]
+
+
+@pytest.mark.parametrize(("subject", "text", "html"), COMPOSE_CASES)
+def test_compose_reads_the_same_as_build_message_at_the_receiver(
+    plain: SmtpTestServer, clock: FrozenClock, subject: str, text: str, html: str | None
+) -> None:
+    """The immediate path's fast wire form: a receiver parses the same headers, text and
+    HTML as from the email-package message, and lines stay within SMTP's 998."""
+    fields = {
+        "subject": subject,
+        "sender": "alerts@atm-risk.test",
+        "to": RECIPIENT,
+        "message_id": MESSAGE_ID,
+        "text": text,
+        "html": html,
+        "date": clock.now(),
+    }
+    wire = compose(**fields)
+    assert wire is not None
+    assert max(len(line) for line in wire.split(b"\r\n")) <= 998
+    assert send_email(wire, RECIPIENT, plain.smtp_config()).outcome is Outcome.SENT
+    assert send_email(build_message(**fields), RECIPIENT, plain.smtp_config()).outcome is (
+        Outcome.SENT
+    )
+    fast, slow = (m.message for m in plain.wait_for(2))
+    for name in ("From", "To", "Subject", "Date", "Message-ID", "Auto-Submitted", "MIME-Version"):
+        assert str(fast[name]) == str(slow[name]), name
+    assert fast.get_content_type() == slow.get_content_type()
+    for kind in ("plain", "html"):
+        a, b = fast.get_body((kind,)), slow.get_body((kind,))
+        assert (a is None) == (b is None)
+        if a is not None and b is not None:
+            assert a.get_content() == b.get_content(), kind
+
+
+def test_compose_keeps_a_line_break_in_the_subject_out_of_the_headers(
+    plain: SmtpTestServer, clock: FrozenClock
+) -> None:
+    wire = compose(
+        subject="Attack in Venlo\r\nBcc: everyone@example.org",
+        sender="alerts@atm-risk.test",
+        to=RECIPIENT,
+        message_id=MESSAGE_ID,
+        text="t",
+        date=clock.now(),
+    )
+    assert wire is not None
+    send_email(wire, RECIPIENT, plain.smtp_config())
+    [received] = plain.wait_for(1)
+    assert received.message["Bcc"] is None
+    assert received.subject == "Attack in Venlo Bcc: everyone@example.org"
+
+
+def test_compose_leaves_non_ascii_addresses_to_build_message(clock: FrozenClock) -> None:
+    fields = {"subject": "s", "sender": "alerts@atm-risk.test", "message_id": MESSAGE_ID}
+    assert compose(**fields, to="agent@politie.nl", text="t", date=clock.now()) is not None
+    assert compose(**fields, to="agënt@politie.nl", text="t", date=clock.now()) is None
+    with pytest.raises(ValueError, match="timezone-aware"):
+        compose(**fields, to="agent@politie.nl", text="t", date=datetime(2026, 11, 28))

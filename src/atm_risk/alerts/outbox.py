@@ -26,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from atm_risk.alerts.channels import (
     DeliveryResult,
     Outcome,
     build_message,
+    compose,
     message_id_for,
     post_webhook,
     send_email,
@@ -289,18 +291,7 @@ def send_one(item: Claimed, settings: AlertSettings, now: datetime) -> DeliveryR
     try:
         if item.channel == Channel.EMAIL:
             sender = settings.smtp.from_address if settings.smtp else "alerts@atm-risk.invalid"
-            message = build_message(
-                subject=content["subject"],
-                sender=sender,
-                to=item.address,
-                message_id=item.message_id,
-                text=content["text"],
-                html=content.get("html"),
-                attachments=_attachments(content),
-                date=now,
-            )
-            if content.get("inline_map"):
-                embed_map_inline(message)
+            message = _email(item, sender, now)
             if settings.eml_dir is not None:
                 return _write_eml(settings.eml_dir, item, bytes(message))
             if settings.smtp is None:
@@ -324,6 +315,30 @@ def send_one(item: Claimed, settings: AlertSettings, now: datetime) -> DeliveryR
         return DeliveryResult(Outcome.TRANSIENT, f"configuration: {exc}")
     except Exception as exc:
         return DeliveryResult(Outcome.TRANSIENT, f"{type(exc).__name__}: {exc}")
+
+
+def _email(item: Claimed, sender: str, now: datetime) -> EmailMessage | bytes:
+    """The message of a claimed e-mail delivery: its wire form directly when it is text and
+    HTML only (alerts), through the ``email`` object model when it has attachments
+    (digests: map and CSV)."""
+    content = item.content
+    fields: dict[str, Any] = {
+        "subject": content["subject"],
+        "sender": sender,
+        "to": item.address,
+        "message_id": item.message_id,
+        "text": content["text"],
+        "html": content.get("html"),
+        "date": now,
+    }
+    if not content.get("attachments") and not content.get("inline_map"):
+        wire = compose(**fields)
+        if wire is not None:
+            return wire
+    message = build_message(**fields, attachments=_attachments(content))
+    if content.get("inline_map"):
+        embed_map_inline(message)
+    return message
 
 
 def _write_eml(folder: Path, item: Claimed, raw: bytes) -> DeliveryResult:

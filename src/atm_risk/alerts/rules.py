@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from scipy.spatial import cKDTree
-from sqlalchemy import func, select
+from sqlalchemy import DateTime, func, select, type_coerce
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -175,6 +175,10 @@ def _run_scores(session: Session, settings: Settings) -> dict[int, tuple[Any, ..
     return _CACHE[key]  # type: ignore[no-any-return]
 
 
+# per (database, metric CRS): machine pk -> (updated_at, atm_id, operator code, place, x, y)
+_DETAILS: dict[tuple[str, str], dict[int, tuple[Any, ...]]] = {}
+
+
 def _machines_in_disc(
     session: Session, settings: Settings, lon: float, lat: float, radius_m: float
 ) -> tuple[list[tuple[Any, ...]], Any]:
@@ -182,26 +186,64 @@ def _machines_in_disc(
     for the lon/lat box around the disc, on SQLite the cached KD-tree's ball (a hair wider).
     Either way a superset of the machines within ``radius_m``."""
     if is_postgis(session):
-        box = disc_box(lon, lat, radius_m, settings.metric_crs)
-        query = (
-            select(Atm.id, Atm.atm_id, Operator.code, Atm.city, Atm.address, Atm.lon, Atm.lat)
-            .join(Operator, Atm.operator_id == Operator.id)
-            .where(*in_box(box, Atm, postgis=True))
-            .where(Atm.status == AtmStatus.ACTIVE)
+        return _machines_in_box(
+            session, settings, disc_box(lon, lat, radius_m, settings.metric_crs)
         )
-        found = session.connection().execute(query).all()  # plain rows, no ORM loading
-        if not found:
-            return [], np.empty((0, 2))
-        x, y = project(
-            [r[5] for r in found], [r[6] for r in found], settings.metric_crs, shared_thread=True
-        )
-        return [(*r[:3], _place(r[3], r[4])) for r in found], np.column_stack([x, y])
     index = _machine_index(session, settings)
     if index.tree is None:
         return [], np.empty((0, 2))
     px, py = project([lon], [lat], settings.metric_crs)
     near = index.tree.query_ball_point([float(px[0]), float(py[0])], radius_m * (1 + 1e-9))
     return [index.rows[k] for k in near], index.tree.data[near].reshape(-1, 2)
+
+
+def _machines_in_box(
+    session: Session, settings: Settings, box: tuple[float, float, float, float]
+) -> tuple[list[tuple[Any, ...]], Any]:
+    """PostgreSQL: the active machines in ``box`` as the GiST index finds them. Only their
+    keys and change stamps are read each time; what is shown of a machine and its projected
+    place are kept per process and read again when its ``updated_at`` moves (the ingest
+    sets it on every change), so an attack's candidates cost one narrow index query."""
+    found = (
+        session.connection()
+        .execute(
+            select(Atm.id, type_coerce(Atm.updated_at, DateTime(timezone=True)))
+            .where(*in_box(box, Atm, postgis=True))
+            .where(Atm.status == AtmStatus.ACTIVE)
+        )
+        .all()
+    )
+    if not found:
+        return [], np.empty((0, 2))
+    known = _DETAILS.setdefault((settings.database_url, settings.metric_crs), {})
+    stale = [pk for pk, stamp in found if known.get(pk, (None,))[0] != stamp]
+    if stale:
+        rows = (
+            session.connection()
+            .execute(
+                select(
+                    Atm.id,
+                    type_coerce(Atm.updated_at, DateTime(timezone=True)),
+                    Atm.atm_id,
+                    Operator.code,
+                    Atm.city,
+                    Atm.address,
+                    Atm.lon,
+                    Atm.lat,
+                )
+                .join(Operator, Atm.operator_id == Operator.id)
+                .where(Atm.id.in_(stale))
+            )
+            .all()
+        )
+        x, y = project(
+            [r[6] for r in rows], [r[7] for r in rows], settings.metric_crs, shared_thread=True
+        )
+        for r, rx, ry in zip(rows, x.tolist(), y.tolist(), strict=True):
+            known[r[0]] = (r[1], r[2], r[3], _place(r[4], r[5]), rx, ry)
+    present = [(pk, known[pk]) for pk, _ in found if pk in known]  # gone meanwhile: skipped
+    xy = np.array([d[4:6] for _, d in present], dtype=float).reshape(-1, 2)
+    return [(pk, *d[1:4]) for pk, d in present], xy
 
 
 def machines_near(
@@ -215,12 +257,15 @@ def machines_near(
     if not rows:
         return []
     px, py = project([lon], [lat], settings.metric_crs)
-    dist = np.hypot(xy[:, 0] - float(px[0]), xy[:, 1] - float(py[0])).tolist()
+    dist = np.hypot(xy[:, 0] - float(px[0]), xy[:, 1] - float(py[0]))
+    inside = np.flatnonzero(dist <= radius_m)
+    keys = np.fromiter((rows[k][0] for k in inside), dtype=np.int64, count=len(inside))
+    order = inside[np.lexsort((keys, dist[inside]))]  # nearest first, ties by machine key
     scores = _run_scores(session, settings)
     shutdown_m = settings.decisions.shutdown_radius_km * 1000
     out = []
-    near = sorted((d, row) for d, row in zip(dist, rows, strict=True) if d <= radius_m)
-    for d, (pk, atm_id, operator, place) in near:
+    for k, d in zip(order.tolist(), dist[order].tolist(), strict=True):
+        pk, atm_id, operator, place = rows[k]
         band, action, el = scores.get(pk, (None, None, None))
         out.append(
             {

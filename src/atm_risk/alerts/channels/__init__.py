@@ -19,6 +19,7 @@ from atm_risk.alerts.channels.email import (
     Attachment,
     SmtpConfig,
     build_message,
+    compose,
     message_id_for,
     send_email,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "Outcome",
     "SmtpConfig",
     "build_message",
+    "compose",
     "envelope",
     "is_loopback_host",
     "message_id_for",

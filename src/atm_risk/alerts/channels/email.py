@@ -38,11 +38,13 @@ a new connection in the same call.
 from __future__ import annotations
 
 import atexit
+import binascii
 import copy
 import functools
 import hashlib
 import io
 import re
+import secrets
 import smtplib
 import socket
 import ssl
@@ -52,6 +54,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from email import policy as email_policy
 from email.generator import BytesGenerator
+from email.header import Header
 from email.message import EmailMessage
 from email.utils import format_datetime
 from pathlib import Path
@@ -73,6 +76,7 @@ __all__ = [
     "SmtpConfig",
     "build_message",
     "close_idle_sessions",
+    "compose",
     "message_id_for",
     "send_email",
 ]
@@ -237,13 +241,103 @@ def build_message(
     return message
 
 
+def compose(
+    *,
+    subject: str,
+    sender: str,
+    to: str,
+    message_id: str,
+    text: str,
+    html: str | None = None,
+    date: datetime,
+) -> bytes | None:
+    """The wire form (CRLF line ends) of the message :func:`build_message` makes for the
+    same text and HTML without attachments, written directly instead of through the
+    ``email`` package's object model, which costs about 2 ms a message (the immediate path
+    sends several per reported attack). A receiver's parser reads the same headers and
+    the same text and HTML (a test holds both forms to that). None when this case is not
+    covered (an address that is not plain ASCII): use :func:`build_message` then."""
+    if not _MESSAGE_ID.fullmatch(message_id):
+        raise ValueError(f"message_id must look like <unique@domain>, got {message_id!r}")
+    if date.tzinfo is None:
+        raise ValueError("date must be timezone-aware")
+    if not (sender.isascii() and to.isascii() and message_id.isascii()):
+        return None
+    if not (_ADDRESS.fullmatch(sender) and _ADDRESS.fullmatch(to)):
+        return None
+    head = [
+        f"From: {sender}",
+        f"To: {to}",
+        _subject_header(subject),
+        f"Date: {format_datetime(date.astimezone(UTC))}",
+        f"Message-ID: {message_id}",
+        "Auto-Submitted: auto-generated",
+        "MIME-Version: 1.0",
+    ]
+    if html is None:
+        return _crlf("\n".join([*head, *_part("plain", text)]))
+    plain, rich = _part("plain", text), _part("html", html)
+    boundary = f"===============atm-risk-{secrets.token_hex(12)}=="
+    while any(boundary in "\n".join(p) for p in (plain, rich)):
+        boundary = f"===============atm-risk-{secrets.token_hex(12)}=="
+    return _crlf(
+        "\n".join(
+            [
+                *head,
+                f'Content-Type: multipart/alternative; boundary="{boundary}"',
+                "",
+                f"--{boundary}",
+                *plain,
+                f"--{boundary}",
+                *rich,
+                f"--{boundary}--",
+                "",
+            ]
+        )
+    )
+
+
+def _subject_header(subject: str) -> str:
+    # a line break in a subject (a reported place name, say) must not start a new header
+    subject = " ".join(subject.split())
+    if subject.isascii() and len(subject) <= 68:
+        return f"Subject: {subject}"
+    return (
+        Header(subject, "utf-8", header_name="Subject").encode(linesep="\n").join(["Subject: ", ""])
+    )
+
+
+def _part(subtype: str, body: str) -> list[str]:
+    """Headers and body of one text part: 7bit when it is ASCII with short lines (as
+    ``set_content`` chooses), quoted-printable otherwise."""
+    body = body.replace("\r\n", "\n").replace("\r", "\n")
+    if not body.endswith("\n"):
+        body += "\n"
+    if body.isascii() and max(map(len, body.split("\n"))) <= 78:
+        cte, encoded = "7bit", body
+    else:
+        encoded = binascii.b2a_qp(body.encode("utf-8"), istext=True).decode("ascii")
+        cte = "quoted-printable"
+    return [
+        f'Content-Type: text/{subtype}; charset="utf-8"',
+        f"Content-Transfer-Encoding: {cte}",
+        "",
+        encoded,  # ends with its line break; the one before a boundary belongs to it
+    ]
+
+
+def _crlf(text: str) -> bytes:
+    return text.replace("\n", "\r\n").encode("ascii")
+
+
 def _text_cte(body: str) -> str | None:
     # policy.default would pick 8bit for non-ASCII text, which needs 8BITMIME on every hop.
     return None if body.isascii() else "quoted-printable"
 
 
-def send_email(message: EmailMessage, recipient: str, config: SmtpConfig) -> DeliveryResult:
-    """Hand ``message`` to the relay for one envelope ``recipient``; classify the outcome.
+def send_email(message: EmailMessage | bytes, recipient: str, config: SmtpConfig) -> DeliveryResult:
+    """Hand ``message`` (or its wire form from :func:`compose`) to the relay for one
+    envelope ``recipient``; classify the outcome.
 
     Raises :class:`ChannelConfigError` for misconfiguration (see the module docstring);
     every other failure is a :class:`DeliveryResult`.
@@ -262,7 +356,10 @@ def send_email(message: EmailMessage, recipient: str, config: SmtpConfig) -> Del
 
 
 def _send(
-    reused: smtplib.SMTP | None, message: EmailMessage, recipient: str, config: SmtpConfig
+    reused: smtplib.SMTP | None,
+    message: EmailMessage | bytes,
+    recipient: str,
+    config: SmtpConfig,
 ) -> DeliveryResult | None:
     """One attempt over ``reused`` (an idle session) or a new connection. None: the reused
     session was found dead before the relay accepted anything (the caller tries anew)."""
@@ -298,7 +395,8 @@ def _send(
         code, reply = smtp.rcpt(recipient)
         if code not in (250, 251):
             return _by_code(code, reply, f"recipient {recipient} refused")
-        code, reply = smtp.data(_flatten(message, utf8=international))
+        wire = message if isinstance(message, bytes) else _flatten(message, utf8=international)
+        code, reply = smtp.data(wire)
         if code != 250:
             return _by_code(code, reply, "message refused")
         keep = config.keepalive_s > 0
