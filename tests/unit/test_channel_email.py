@@ -594,3 +594,34 @@ def test_compose_leaves_non_ascii_addresses_to_build_message(clock: FrozenClock)
     assert compose(**fields, to="agënt@politie.nl", text="t", date=clock.now()) is None
     with pytest.raises(ValueError, match="timezone-aware"):
         compose(**fields, to="agent@politie.nl", text="t", date=datetime(2026, 11, 28))
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "",
+        "x" * 200,
+        "[atm-risk] " + "word " * 40,
+        "[atm-risk] =?utf-8?q?not-an-encoded-word?= in a place name",
+        "Geldautomaat \u2019s-Hertogenbosch \u2014 3 \u20ac " * 5,
+        "emoji 🚨 and CJK 東京 " * 4,
+    ],
+)
+def test_compose_folds_and_encodes_any_subject_so_it_reads_back_the_same(
+    plain: SmtpTestServer, clock: FrozenClock, subject: str
+) -> None:
+    wire = compose(
+        subject=subject,
+        sender="alerts@atm-risk.test",
+        to=RECIPIENT,
+        message_id=MESSAGE_ID,
+        text="t",
+        date=clock.now(),
+    )
+    assert wire is not None
+    head = wire.split(b"\r\n\r\n", 1)[0]
+    assert max(len(line) for line in head.split(b"\r\n")) <= 998
+    assert all(len(line) <= 78 for line in head.split(b"\r\n") if b"Message-ID" not in line)
+    send_email(wire, RECIPIENT, plain.smtp_config())
+    [received] = plain.wait_for(1)
+    assert received.subject == " ".join(subject.split())

@@ -54,7 +54,6 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from email import policy as email_policy
 from email.generator import BytesGenerator
-from email.header import Header
 from email.message import EmailMessage
 from email.utils import format_datetime
 from pathlib import Path
@@ -298,13 +297,25 @@ def compose(
 
 
 def _subject_header(subject: str) -> str:
+    """``Subject:`` folded at 78 characters: ASCII as it is (broken at spaces), anything
+    else as RFC 2047 encoded words (UTF-8, base64) of at most 42 bytes each."""
     # a line break in a subject (a reported place name, say) must not start a new header
-    subject = " ".join(subject.split())
-    if subject.isascii() and len(subject) <= 68:
-        return f"Subject: {subject}"
-    return (
-        Header(subject, "utf-8", header_name="Subject").encode(linesep="\n").join(["Subject: ", ""])
-    )
+    words = subject.split()
+    if subject.isascii() and "=?" not in subject and all(len(w) <= 60 for w in words):
+        lines = ["Subject:"]
+        for word in words:
+            if len(lines[-1]) + 1 + len(word) > 78:
+                lines.append("")
+            lines[-1] += f" {word}"
+        return "\n".join(lines)
+    chunks = [b""]
+    for char in " ".join(words):  # whole characters, at most 42 bytes a word
+        data = char.encode("utf-8")
+        if len(chunks[-1]) + len(data) > 42:
+            chunks.append(b"")
+        chunks[-1] += data
+    encoded = [f"=?utf-8?b?{binascii.b2a_base64(c, newline=False).decode()}?=" for c in chunks]
+    return "Subject: " + "\n ".join(encoded)
 
 
 def _part(subtype: str, body: str) -> list[str]:
