@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import and_, or_, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, defer, sessionmaker
 
 from atm_risk.alerts.channels import (
     ChannelConfigError,
@@ -91,10 +91,20 @@ def idempotency_key(alert: Alert, reason: str, seq: int, target: Target) -> str:
     return f"alert{alert.id}.v{alert.version}.{reason}{seq}.{target.receiver.name}.{digest}"
 
 
-def active_silences(session: Session, now: datetime) -> list[Silence]:
+def active_silences(session: Session, now: datetime) -> list[Any]:
+    """The silences in force at ``now``: rows with what matching needs (id, kind,
+    severity, region, receiver, operator_code), read without ORM objects (every enqueue
+    of the immediate path asks)."""
     return list(
-        session.scalars(
-            select(Silence)
+        session.execute(
+            select(
+                Silence.id,
+                Silence.kind,
+                Silence.severity,
+                Silence.region,
+                Silence.receiver,
+                Silence.operator_code,
+            )
             .where(Silence.starts_at <= now, Silence.ends_at > now, Silence.expired_at.is_(None))
             .order_by(Silence.id)
         )
@@ -102,8 +112,8 @@ def active_silences(session: Session, now: datetime) -> list[Silence]:
 
 
 def matching_silence(
-    silences: Sequence[Silence], alert: Alert, target: Target, operator: str | None
-) -> Silence | None:
+    silences: Sequence[Any], alert: Alert, target: Target, operator: str | None
+) -> Any:
     """The first active silence that matches this delivery (never gang_active to police)."""
     if alert.kind == AlertKind.GANG_ACTIVE and target.receiver.role == "police":
         return None
@@ -379,7 +389,13 @@ def record(
         ids = [item.id for item, _ in outcomes]
         # locked (PostgreSQL), so a dispatcher that took over an expired lease cannot
         # interleave between this check of the claim token and the write
-        query = select(Delivery).where(Delivery.id.in_(ids)).with_for_update()
+        # without the content (the message, often tens of kB of JSON): not needed here
+        query = (
+            select(Delivery)
+            .where(Delivery.id.in_(ids))
+            .options(defer(Delivery.content))
+            .with_for_update()
+        )
         rows = {r.id: r for r in session.scalars(query)}
         return [
             _apply(session, rows.get(item.id), item, result, settings, now, on_failed)
