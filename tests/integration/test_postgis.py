@@ -30,7 +30,7 @@ from pyproj import Transformer
 from sqlalchemy import Connection, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from atm_risk.alerts.rules import machines_near
+from atm_risk.alerts.rules import machines_near, nearby
 from atm_risk.api import web
 from atm_risk.api.app import create_app
 from atm_risk.atms.models import Atm, AtmStatus
@@ -314,6 +314,31 @@ def test_machines_near_equals_brute_force_on_both_backends(
         near = {m["atm_id"] for m in machines_near(s, settings, *CENTRE, 10000.0)}
     assert {"M1204", "M1206", "M1208", "M1209", "M1210", "M1211"} <= near  # see world()
     assert not {"M1205", "M1207"} & near
+
+
+def test_nearby_keeps_the_nearest_of_each_operator_and_counts_the_rest(
+    sessions: sessionmaker[Session], database_url: str, seeded: list[Any]
+) -> None:
+    """The alert's trimmed view equals the full answer cut per scope, with exact counts."""
+    settings = Settings(database_url=database_url, model_path=None)
+    shutdown_m = settings.decisions.shutdown_radius_km * 1000
+    rng = np.random.default_rng(5)
+    centres = [CENTRE, *zip(rng.uniform(4.7, 5.5, 10), rng.uniform(51.8, 52.4, 10), strict=True)]
+    operators_seen: set[str] = set()
+    with sessions() as s:
+        for lon, lat in centres:
+            full = machines_near(s, settings, lon, lat, 25000.0)
+            trimmed = nearby(s, settings, lon, lat, 25000.0, keep=7)
+            assert set(trimmed.counts) == {m["operator"] for m in full}
+            for operator in [None, *trimmed.counts]:
+                mine = [m for m in full if operator is None or m["operator"] == operator]
+                shown, total, shutdown = trimmed.scope(operator)
+                assert shown[:7] == mine[:7], (lon, lat, operator)
+                assert total == len(mine)
+                assert shutdown == sum(m["distance_m"] <= shutdown_m for m in mine)
+            operators_seen |= set(trimmed.counts)
+            assert len(trimmed.machines) <= 7 * (1 + len(trimmed.counts))
+    assert len(operators_seen) >= 2  # the scopes were really cut
 
 
 @pytest.mark.parametrize(

@@ -246,42 +246,93 @@ def _machines_in_box(
     return [(pk, *d[1:4]) for pk, d in present], xy
 
 
-def machines_near(
+def _in_radius(
     session: Session, settings: Settings, lon: float, lat: float, radius_m: float
-) -> list[dict[str, Any]]:
-    """Active machines within ``radius_m``, nearest first, with the latest published risk;
-    ``shutdown`` marks those within the shutdown radius. Distances are metric-CRS distances
-    computed here on both backends, so both give the same answer. This runs on the
-    immediate path of every incident report."""
+) -> tuple[list[tuple[Any, ...]], list[int], list[float]]:
+    """Candidate rows, and the positions and distances of those within ``radius_m``,
+    nearest first (ties by machine key). Distances are metric-CRS distances computed here
+    on both backends, so both give the same answer."""
     rows, xy = _machines_in_disc(session, settings, lon, lat, radius_m)
     if not rows:
-        return []
+        return [], [], []
     px, py = project([lon], [lat], settings.metric_crs)
     dist = np.hypot(xy[:, 0] - float(px[0]), xy[:, 1] - float(py[0]))
     inside = np.flatnonzero(dist <= radius_m)
     keys = np.fromiter((rows[k][0] for k in inside), dtype=np.int64, count=len(inside))
-    order = inside[np.lexsort((keys, dist[inside]))]  # nearest first, ties by machine key
-    scores = _run_scores(session, settings)
+    order = inside[np.lexsort((keys, dist[inside]))]
+    return rows, order.tolist(), dist[order].tolist()
+
+
+def _machine_view(
+    row: tuple[Any, ...], d: float, scores: dict[int, tuple[Any, ...]], shutdown_m: float
+) -> dict[str, Any]:
+    pk, atm_id, operator, place = row
+    band, action, el = scores.get(pk, (None, None, None))
+    return {
+        "atm_pk": pk,
+        "atm_id": atm_id,
+        "operator": operator,
+        "place": place,
+        "distance_m": d,
+        "distance_km": round(d / 1000, 1),
+        "shutdown": d <= shutdown_m,
+        "band": band,
+        "action": action,
+        "expected_loss_eur": el,
+    }
+
+
+def machines_near(
+    session: Session, settings: Settings, lon: float, lat: float, radius_m: float
+) -> list[dict[str, Any]]:
+    """Active machines within ``radius_m``, nearest first, with the latest published risk;
+    ``shutdown`` marks those within the shutdown radius."""
+    rows, order, dist = _in_radius(session, settings, lon, lat, radius_m)
+    scores = _run_scores(session, settings) if rows else {}
     shutdown_m = settings.decisions.shutdown_radius_km * 1000
-    out = []
-    for k, d in zip(order.tolist(), dist[order].tolist(), strict=True):
-        pk, atm_id, operator, place = rows[k]
-        band, action, el = scores.get(pk, (None, None, None))
-        out.append(
-            {
-                "atm_pk": pk,
-                "atm_id": atm_id,
-                "operator": operator,
-                "place": place,
-                "distance_m": d,
-                "distance_km": round(d / 1000, 1),
-                "shutdown": d <= shutdown_m,
-                "band": band,
-                "action": action,
-                "expected_loss_eur": el,
-            }
-        )
-    return out
+    return [_machine_view(rows[k], d, scores, shutdown_m) for k, d in zip(order, dist, strict=True)]
+
+
+@dataclass(frozen=True)
+class Nearby:
+    """What an alert needs of the machines around an attack: the nearest ``keep`` of all
+    and of each operator (nearest first, as :func:`machines_near` gives them), and per
+    operator how many lie within the radius and within the shutdown radius. Dozens of
+    entries instead of the hundreds a city's radius holds: this runs for every report."""
+
+    machines: list[dict[str, Any]]
+    counts: dict[str, tuple[int, int]]  # operator -> (within radius, within shutdown radius)
+
+    def scope(self, operator: str | None) -> tuple[list[dict[str, Any]], int, int]:
+        """(machines, total, to shut down) that one operator's bank (None: all) may see."""
+        if operator is None:
+            total = sum(c[0] for c in self.counts.values())
+            return self.machines, total, sum(c[1] for c in self.counts.values())
+        total, shutdown = self.counts.get(operator, (0, 0))
+        return [m for m in self.machines if m["operator"] == operator], total, shutdown
+
+
+def nearby(
+    session: Session,
+    settings: Settings,
+    lon: float,
+    lat: float,
+    radius_m: float,
+    keep: int = MAX_MACHINES,
+) -> Nearby:
+    """:class:`Nearby` for an attack at (lon, lat)."""
+    rows, order, dist = _in_radius(session, settings, lon, lat, radius_m)
+    scores = _run_scores(session, settings) if rows else {}
+    shutdown_m = settings.decisions.shutdown_radius_km * 1000
+    counts: dict[str, list[int]] = {}
+    machines = []
+    for position, (k, d) in enumerate(zip(order, dist, strict=True)):
+        count = counts.setdefault(rows[k][2], [0, 0])
+        if position < keep or count[0] < keep:
+            machines.append(_machine_view(rows[k], d, scores, shutdown_m))
+        count[0] += 1
+        count[1] += d <= shutdown_m
+    return Nearby(machines, {op: (c[0], c[1]) for op, c in counts.items()})
 
 
 # --------------------------------------------------------------------------- gang_active
@@ -324,14 +375,14 @@ class Surroundings:
 
     region: str | None
     country: str | None
-    machines: list[dict[str, Any]]
+    machines: Nearby
     routes: list[dict[str, Any]]
 
 
 def surroundings(session: Session, settings: Settings, lon: float, lat: float) -> Surroundings:
     stamps = _layer_stamps(session)
     region, country = locate(session, settings, lon, lat, stamps=stamps)
-    machines = machines_near(session, settings, lon, lat, settings.alerts.gang_radius_km * 1000)
+    machines = nearby(session, settings, lon, lat, settings.alerts.gang_radius_km * 1000)
     px, py = project([lon], [lat], settings.metric_crs)
     routes = escape_routes(session, settings, float(px[0]), float(py[0]), stamps=stamps)
     return Surroundings(region, country, machines, routes)
@@ -388,7 +439,7 @@ def gang_active(
         # (PostgreSQL row lock; SQLite serialises writers anyway), never both to one version.
         .with_for_update()
     )
-    operators = sorted({m["operator"] for m in machines})
+    operators = sorted(machines.counts)
     bucket = _bucket(incident.occurred_from, cfg.group_window_hours)
     if alert is None:
         alert = Alert.new(
@@ -470,7 +521,7 @@ def render_gang_active(
     settings: Settings,
     alert: Alert,
     incident: dict[str, Any],
-    machines: list[dict[str, Any]],
+    machines: Nearby,
     routes: list[dict[str, Any]],
     target: Target,
     *,
@@ -480,12 +531,11 @@ def render_gang_active(
     """The message for one recipient: a bank sees only its own machines, police no money."""
     receiver = target.receiver
     scope = None
+    mine, total, n_shutdown = machines.scope(receiver.operator if receiver.role == "bank" else None)
     if receiver.role == "bank":
-        machines = [m for m in machines if m["operator"] == receiver.operator]
         scope = f"{receiver.operator} machines only"
     show_money = receiver.role != "police"
-    listed = machines[:MAX_MACHINES]
-    n_shutdown = sum(1 for m in machines if m["shutdown"])
+    listed = mine[:MAX_MACHINES]
     spree = alert.payload.get("incidents", [incident])
     headline = (
         f"{'[SIMULATED] ' if incident['simulated'] else ''}Gang active: "
@@ -509,7 +559,7 @@ def render_gang_active(
         "radius_km": f"{cfg.gang_radius_km:g}",
         "scope": scope,
         "machines": listed,
-        "more": max(len(machines) - MAX_MACHINES, 0),
+        "more": max(total - MAX_MACHINES, 0),
         "show_money": show_money,
         "ack_url": ack_url,
         "alert_id": alert.id,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,7 +30,7 @@ from atm_risk.alerts.rules import (
     Surroundings,
     escape_routes,
     gang_active,
-    machines_near,
+    nearby,
     render_gang_active,
     risk_change,
     routing_of,
@@ -96,16 +97,47 @@ def report_incident(
     return result
 
 
-_ADMISSION: dict[int, threading.Semaphore] = {}
+class FairGate:
+    """At most ``limit`` holders at once; the others wait and are let in strictly in
+    arrival order (a freed place is handed to the longest waiter, so a thread that
+    leaves and comes straight back cannot overtake it, as it can with a semaphore)."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._inside = 0
+        self._waiting: deque[threading.Event] = deque()
+
+    def __enter__(self) -> FairGate:
+        with self._lock:
+            if self._inside < self.limit and not self._waiting:
+                self._inside += 1
+                return self
+            turn = threading.Event()
+            self._waiting.append(turn)
+        turn.wait()  # the place is handed over with the event (self._inside unchanged)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            if self._waiting:
+                self._waiting.popleft().set()
+            else:
+                self._inside -= 1
+
+
+_ADMISSION: dict[int, FairGate] = {}
 _ADMISSION_LOCK = threading.Lock()
 
 
-def _admission(limit: int) -> threading.Semaphore:
-    """Admission control for the immediate path: at most ``limit`` reports are prepared at
-    once per process; the others wait their turn (in arrival order)."""
+def _admission(limit: int) -> FairGate:
+    """Admission control for the immediate path: at most ``limit`` reports are handled at
+    once per process; the others wait their turn in arrival order."""
     with _ADMISSION_LOCK:
         if limit not in _ADMISSION:
-            _ADMISSION[limit] = threading.Semaphore(limit)
+            _ADMISSION[limit] = FairGate(limit)
         return _ADMISSION[limit]
 
 
@@ -364,7 +396,7 @@ def schedule_repeats(sessions: sessionmaker[Session], settings: Settings, now: d
         ).all()
         for alert in alerts:
             incident = alert.payload["incidents"][-1]
-            machines = machines_near(
+            machines = nearby(
                 session, settings, incident["lon"], incident["lat"], cfg.gang_radius_km * 1000
             )
             px, py = project([incident["lon"]], [incident["lat"]], settings.metric_crs)
