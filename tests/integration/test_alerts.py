@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from atm_risk.alerts.models import Alert, Delivery, DeliveryStatus, Silence
+from atm_risk.alerts.models import Alert, AlertKind, Delivery, DeliveryStatus, Silence
 from atm_risk.alerts.service import ReportError, drain, report_incident, schedule_repeats
 from atm_risk.areas.service import ingest_area
 from atm_risk.clock import FrozenClock
@@ -519,3 +519,30 @@ def test_a_burst_beyond_the_admission_limit_is_queued_not_refused(
     with sessions() as s:
         alert = s.get_one(Alert, results[0].alert_id)
         assert alert.version == 8
+
+
+def test_a_long_spree_lists_its_latest_attacks_and_counts_them_all(
+    sessions: sessionmaker[Session], setup: tuple[Settings, FrozenClock], smtp: SmtpTestServer
+) -> None:
+    from atm_risk.alerts.rules import MAX_SPREE
+
+    settings, clock = setup
+    n = MAX_SPREE + 3
+    for k in range(n):
+        when = NOW - timedelta(minutes=n - k)
+        report_incident(
+            sessions,
+            settings,
+            clock,
+            {**ATTACK, "occurred_at": when.isoformat(), "incident_id": f"SPREE-{k}"},
+        )
+    smtp.wait_for(4 * n)
+    last = smtp.messages_for("rtic@police-utrecht.example")[-1]
+    text = last.message.get_body(("plain",)).get_content()
+    assert f"This spree, {n} attacks in Utrecht so far (the latest {MAX_SPREE}):" in text
+    assert "reports/SPREE-22)" in text
+    assert "reports/SPREE-3)" in text
+    assert "reports/SPREE-2)" not in text  # the oldest are counted, not listed
+    with sessions() as s:
+        alert = s.scalars(select(Alert).where(Alert.kind == AlertKind.GANG_ACTIVE)).one()
+        assert len(alert.payload["incidents"]) == n  # the alert keeps every attack

@@ -38,6 +38,7 @@ from atm_risk.risk.models import RiskRun, RiskScore, RunStatus
 from atm_risk.tenancy.models import Operator
 
 MAX_MACHINES = 25
+MAX_SPREE = 20  # attacks of a spree listed in one message (the latest)
 MAX_ROUTES = 5
 
 _env = Environment(
@@ -537,6 +538,7 @@ def render_gang_active(
     show_money = receiver.role != "police"
     listed = mine[:MAX_MACHINES]
     spree = alert.payload.get("incidents", [incident])
+    latest = spree[-MAX_SPREE:]  # the alert keeps them all; a message lists the latest
     headline = (
         f"{'[SIMULATED] ' if incident['simulated'] else ''}Gang active: "
         f"{incident['method']} attack in {incident['place']}"
@@ -553,7 +555,8 @@ def render_gang_active(
     values = {
         "headline": headline,
         "incident": incident,
-        "incidents": spree,
+        "incidents": latest,
+        "spree_total": len(spree),
         "region": alert.region,
         "routes": routes,
         "radius_km": f"{cfg.gang_radius_km:g}",
@@ -574,7 +577,8 @@ def render_gang_active(
         "region": alert.region,
         "severity": str(alert.severity),
         "incident": incident,
-        "incidents": spree,
+        "incidents": latest,
+        "spree_total": len(spree),
         "escape_routes": routes,
         "machines": [
             {
