@@ -30,8 +30,8 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
-from sqlalchemy.orm import Session, defer, sessionmaker
+from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
 
 from atm_risk.alerts.channels import (
     ChannelConfigError,
@@ -145,47 +145,54 @@ def enqueue(
     now: datetime,
     claim_token: str | None = None,
 ) -> list[Delivery]:
-    """Add one delivery per (target, rendered content) in the caller's transaction.
+    """Add one delivery per (target, rendered content) in the caller's transaction; the
+    returned rows are for reading (they are not attached to the session).
 
     ``claim_token``: the caller sends these rows itself right after its commit (the
     immediate path), so they are written already claimed with a lease; if the caller dies
     before recording the outcome, the lease expires and any dispatcher takes them over."""
-    rows = []
+    values: list[dict[str, Any]] = []
     silences = active_silences(session, now) if deliveries else []
     for target, content in deliveries:
         key = idempotency_key(alert, reason, seq, target)
         silence = matching_silence(silences, alert, target, target.receiver.operator)
-        row = Delivery(
-            alert_id=alert.id,
-            alert_version=alert.version,
-            reason=reason,
-            receiver=target.receiver.name,
-            role=target.receiver.role,
-            channel=target.channel,
-            address=target.address,
-            idempotency_key=key,
-            message_id=message_id_for(key, settings.message_domain),
-            content={
-                **content.stored(),
-                "secret_env": target.webhook.secret_env if target.webhook else None,
-            },
-            status=DeliveryStatus.SUPPRESSED
-            if silence
-            else (DeliveryStatus.SENDING if claim_token else DeliveryStatus.PENDING),
-            claim_token=None if silence else claim_token,
-            claimed_until=None
-            if silence or not claim_token
-            else now + timedelta(seconds=settings.claim_lease_s),
-            attempts=0,
-            next_attempt_at=now,
-            history=[],
-            silence_id=silence.id if silence else None,
-            created_at=now,
+        values.append(
+            {
+                "alert_id": alert.id,
+                "alert_version": alert.version,
+                "reason": reason,
+                "receiver": target.receiver.name,
+                "role": target.receiver.role,
+                "channel": target.channel,
+                "address": target.address,
+                "idempotency_key": key,
+                "message_id": message_id_for(key, settings.message_domain),
+                "content": {
+                    **content.stored(),
+                    "secret_env": target.webhook.secret_env if target.webhook else None,
+                },
+                "status": DeliveryStatus.SUPPRESSED
+                if silence
+                else (DeliveryStatus.SENDING if claim_token else DeliveryStatus.PENDING),
+                "claim_token": None if silence else claim_token,
+                "claimed_until": None
+                if silence or not claim_token
+                else now + timedelta(seconds=settings.claim_lease_s),
+                "attempts": 0,
+                "next_attempt_at": now,
+                "history": [],
+                "silence_id": silence.id if silence else None,
+                "created_at": now,
+            }
         )
-        session.add(row)
-        rows.append(row)
-    session.flush()
-    return rows
+    if not values:
+        return []
+    # one multi-row INSERT ... RETURNING id, without the unit of work's bookkeeping (this
+    # runs for every reported attack); the rows come back as plain objects to read
+    ids = session.scalars(
+        insert(Delivery).returning(Delivery.id, sort_by_parameter_order=True), values
+    ).all()
+    return [Delivery(**v, id=pk) for v, pk in zip(values, ids, strict=True)]
 
 
 # --------------------------------------------------------------------------- dispatch
@@ -388,59 +395,80 @@ def record(
     with transaction(sessions, short=True) as session:
         ids = [item.id for item, _ in outcomes]
         # locked (PostgreSQL), so a dispatcher that took over an expired lease cannot
-        # interleave between this check of the claim token and the write
-        # without the content (the message, often tens of kB of JSON): not needed here
-        query = (
-            select(Delivery)
-            .where(Delivery.id.in_(ids))
-            .options(defer(Delivery.content))
-            .with_for_update()
-        )
-        rows = {r.id: r for r in session.scalars(query)}
-        return [
-            _apply(session, rows.get(item.id), item, result, settings, now, on_failed)
-            for item, result in outcomes
+        # interleave between this check of the claim token and the write; only the columns
+        # the outcome depends on (not the message: often tens of kB of JSON)
+        current = {
+            r.id: r
+            for r in session.execute(
+                select(
+                    Delivery.id,
+                    Delivery.claim_token,
+                    Delivery.status,
+                    Delivery.attempts,
+                    Delivery.history,
+                    Delivery.next_attempt_at,
+                    Delivery.sent_at,
+                )
+                .where(Delivery.id.in_(ids))
+                .with_for_update()
+            )
+        }
+        changes = [
+            _outcome(current.get(item.id), item, result, settings, now) for item, result in outcomes
         ]
+        written = [c for c in changes if c is not None]
+        if written:
+            # one UPDATE by primary key for all rows (every change sets the same columns)
+            session.execute(update(Delivery), written)
+        if on_failed is not None:
+            for change in written:
+                if change["status"] == DeliveryStatus.FAILED:
+                    row = session.get(Delivery, change["id"])
+                    assert row is not None
+                    on_failed(session, row, now)
+        return [None if c is None else c["status"] for c in changes]
 
 
-def _apply(
-    session: Session,
-    row: Delivery | None,
-    item: Claimed,
-    result: DeliveryResult,
-    settings: AlertSettings,
-    now: datetime,
-    on_failed: Any,
-) -> DeliveryStatus | None:
+def _outcome(
+    row: Any, item: Claimed, result: DeliveryResult, settings: AlertSettings, now: datetime
+) -> dict[str, Any] | None:
+    """The new column values of a delivery after one attempt; None when this dispatcher no
+    longer owns it (the lease was lost to another dispatcher, which records)."""
     if row is None or row.claim_token != item.token or row.status != DeliveryStatus.SENDING:
-        return None  # the lease was lost to another dispatcher; it records
+        return None
     attempts = row.attempts + 1
-    row.attempts = attempts
-    row.history = [
-        *row.history,
-        {
-            "attempt": attempts,
-            "at": now.isoformat(),
-            "outcome": str(result.outcome),
-            "code": result.code,
-            "detail": result.detail[:500],
-        },
-    ]
-    row.last_code, row.last_error = result.code, None
-    row.claim_token, row.claimed_until = None, None
+    change: dict[str, Any] = {
+        "id": row.id,
+        "attempts": attempts,
+        "history": [
+            *row.history,
+            {
+                "attempt": attempts,
+                "at": now.isoformat(),
+                "outcome": str(result.outcome),
+                "code": result.code,
+                "detail": result.detail[:500],
+            },
+        ],
+        "last_code": result.code,
+        "last_error": None,
+        "claim_token": None,
+        "claimed_until": None,
+        "next_attempt_at": row.next_attempt_at,
+        "sent_at": row.sent_at,
+    }
     if result.outcome == Outcome.SENT:
-        row.status, row.sent_at = DeliveryStatus.SENT, now
+        change.update(status=DeliveryStatus.SENT, sent_at=now)
     elif result.outcome == Outcome.TRANSIENT and attempts < settings.max_attempts:
         delay = max(backoff_s(attempts, settings), result.retry_after_s or 0.0)
-        row.status = DeliveryStatus.PENDING
-        row.next_attempt_at = now + timedelta(seconds=delay)
-        row.last_error = result.detail[:2000]
+        change.update(
+            status=DeliveryStatus.PENDING,
+            next_attempt_at=now + timedelta(seconds=delay),
+            last_error=result.detail[:2000],
+        )
     else:
-        row.status = DeliveryStatus.FAILED
-        row.last_error = result.detail[:2000]
-        if on_failed is not None:
-            on_failed(session, row, now)
-    return row.status
+        change.update(status=DeliveryStatus.FAILED, last_error=result.detail[:2000])
+    return change
 
 
 def dispatch(
