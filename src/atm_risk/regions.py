@@ -25,7 +25,12 @@ CACHE: dict[tuple[object, ...], Any] = {}
 
 def layer_stamps(session: Session) -> dict[str, str]:
     """Every loaded layer's identity (name, id, load time): a re-ingest invalidates caches."""
-    rows = session.execute(select(AreaLayer.name, AreaLayer.id, AreaLayer.loaded_at)).all()
+    # plain rows (no ORM step): asked on every reported attack
+    rows = (
+        session.connection()
+        .execute(select(AreaLayer.name, AreaLayer.id, AreaLayer.loaded_at))
+        .all()
+    )
     return {name: f"{name}:{pk}:{loaded.isoformat()}" for name, pk, loaded in rows}
 
 

@@ -96,7 +96,7 @@ def active_silences(session: Session, now: datetime) -> list[Any]:
     severity, region, receiver, operator_code), read without ORM objects (every enqueue
     of the immediate path asks)."""
     return list(
-        session.execute(
+        session.connection().execute(
             select(
                 Silence.id,
                 Silence.kind,
@@ -399,7 +399,7 @@ def record(
         # the outcome depends on (not the message: often tens of kB of JSON)
         current = {
             r.id: r
-            for r in session.execute(
+            for r in session.connection().execute(
                 select(
                     Delivery.id,
                     Delivery.claim_token,

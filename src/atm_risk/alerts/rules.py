@@ -152,7 +152,7 @@ def _machine_index(session: Session, settings: Settings) -> _MachineIndex:
 
 def _run_scores(session: Session, settings: Settings) -> dict[int, tuple[Any, ...]]:
     """(band, action, expected loss) per machine in the latest published run, cached per run."""
-    run_id = session.scalar(
+    run_id = session.connection().scalar(  # plain (no ORM step): asked on every report
         select(RiskRun.id)
         .where(RiskRun.status == RunStatus.SUCCEEDED)
         .order_by(RiskRun.finished_at.desc(), RiskRun.id.desc())

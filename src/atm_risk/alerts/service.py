@@ -199,17 +199,12 @@ def _write_report(
     token: str | None,
 ) -> tuple[ReportResult, list[outbox.Claimed]]:
     """In the caller's transaction: the incident, its gang_active alert, its deliveries."""
-    _, rejections = upsert_incidents(
+    counts, rejections = upsert_incidents(
         session, records=[("report", record)], feed=REPORT_FEED, now=now
     )
     if rejections:
         raise ReportError(rejections[0].reason)
-    incident = session.scalar(
-        select(Incident).where(
-            Incident.feed == REPORT_FEED, Incident.incident_id == record.incident_id
-        )
-    )
-    assert incident is not None
+    [incident] = counts.objects
     if around is not None and (incident.lon, incident.lat) != where:
         around = None  # located through its machine: read again inside
     alert, rows = gang_active(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +20,8 @@ class UpsertCounts:
     inserted: int
     updated: int
     unchanged: int
+    # the stored objects, in the order of the rows (for a caller that goes on with them)
+    objects: tuple[Any, ...] = field(default=(), compare=False, repr=False)
 
 
 def upsert_rows(
@@ -50,12 +52,16 @@ def upsert_rows(
         for obj in session.scalars(select(model).where(where))
     }
     inserted = updated = unchanged = 0
+    objects = []
     for row in rows:
         obj = existing.get(tuple(row[k] for k in key))
         if obj is None:
-            session.add(model(**row, created_at=now, updated_at=now))
+            obj = model(**row, created_at=now, updated_at=now)
+            session.add(obj)
+            objects.append(obj)
             inserted += 1
             continue
+        objects.append(obj)
         changed = False
         for name, value in row.items():
             if getattr(obj, name) != value:
@@ -67,4 +73,4 @@ def upsert_rows(
         else:
             unchanged += 1
     session.flush()
-    return UpsertCounts(inserted, updated, unchanged)
+    return UpsertCounts(inserted, updated, unchanged, tuple(objects))
