@@ -1,18 +1,23 @@
 """Latency from an incident report to the message accepted by the SMTP server.
 
-Starts a real SMTP server (aiosmtpd) on 127.0.0.1, a fresh database (SQLite file by default,
-or --database URL), three routed receivers (police of the region, the bank, operators) and
-reports N incidents, C at a time, through the immediate path (`report_incident`, which
-commits the incident, its gang_active alert and the deliveries in one transaction and then
-sends at once). Every incident is SIMULATED (labelled so in the database and the messages).
+Starts a real SMTP server (aiosmtpd on 127.0.0.1, in its own process, like a relay on another
+machine) that accepts every message and logs its Message-ID and the time of its 250 reply
+(it does not parse the MIME, as an MTA queueing the message would not), a fresh database
+(SQLite file by default, or --database URL), three routed receivers (police of the region,
+the bank, operators) and reports N incidents, C at a time, through the immediate path
+(`report_incident`, which commits the incident, its gang_active alert and the deliveries in
+one transaction and then sends at once). Every incident is SIMULATED (labelled so in the
+database and the messages).
 
 With ``--api N`` the incidents go through the production path instead: ``POST
 /api/v1/incidents`` to the API served by uvicorn with N worker processes (as deployed), from
 C client threads; a message's latency then counts from the moment its report was sent.
 
 Prints one line per phase and, last, a JSON object: p50/p95/p99/max latency over every
-routed message, and the counts of messages lost (a delivery row with no message received)
-and duplicated (one Message-ID received twice).
+routed message, the counts of messages lost (a delivery row with no message received) and
+duplicated (one Message-ID received twice), and (in process) the reporting process's CPU
+time per incident, which sets the latency of a burst: C reports at once on one interpreter
+take about C x that CPU each (Little's law).
 
     python benchmarks/alert_latency.py [--incidents 200] [--concurrency 20] [--database URL]
                                        [--one-region] [--api WORKERS]
