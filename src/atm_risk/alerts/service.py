@@ -117,7 +117,15 @@ class FairGate:
                 return self
             turn = threading.Event()
             self._waiting.append(turn)
-        turn.wait()  # the place is handed over with the event (self._inside unchanged)
+        try:
+            turn.wait()  # the place is handed over with the event (self._inside unchanged)
+        except BaseException:  # interrupted while waiting: give up the turn or the place
+            with self._lock:
+                if turn in self._waiting:
+                    self._waiting.remove(turn)
+                    raise
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
