@@ -203,15 +203,10 @@ def build_message(
     so that vacation responders stay quiet. ``headers`` may add headers but not replace the
     ones built here.
     """
-    if not _MESSAGE_ID.fullmatch(message_id):
-        raise ValueError(f"message_id must look like <unique@domain>, got {message_id!r}")
     recipients = [to] if isinstance(to, str) else list(to)
     if not recipients:
         raise ValueError("at least one 'to' address is needed")
-    if date is None:
-        date = datetime.now(UTC)
-    elif date.tzinfo is None:
-        raise ValueError("date must be timezone-aware")
+    date = _checked(message_id, datetime.now(UTC) if date is None else date)
 
     message = EmailMessage(policy=email_policy.default)
     message["From"] = sender
@@ -256,10 +251,7 @@ def compose(
     sends several per reported attack). A receiver's parser reads the same headers and
     the same text and HTML (a test holds both forms to that). None when this case is not
     covered (an address that is not plain ASCII): use :func:`build_message` then."""
-    if not _MESSAGE_ID.fullmatch(message_id):
-        raise ValueError(f"message_id must look like <unique@domain>, got {message_id!r}")
-    if date.tzinfo is None:
-        raise ValueError("date must be timezone-aware")
+    _checked(message_id, date)
     if not (sender.isascii() and to.isascii() and message_id.isascii()):
         return None
     if not (_ADDRESS.fullmatch(sender) and _ADDRESS.fullmatch(to)):
@@ -294,6 +286,16 @@ def compose(
             ]
         )
     )
+
+
+def _checked(message_id: str, date: datetime) -> datetime:
+    """What both ways of writing a message require: a ``<left@right>`` Message-ID and an
+    aware Date."""
+    if not _MESSAGE_ID.fullmatch(message_id):
+        raise ValueError(f"message_id must look like <unique@domain>, got {message_id!r}")
+    if date.tzinfo is None:
+        raise ValueError("date must be timezone-aware")
+    return date
 
 
 def _subject_header(subject: str) -> str:
